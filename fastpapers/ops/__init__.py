@@ -1,0 +1,6 @@
+"""Fused operators of fastpapers. Each op validates its inputs, dispatches to the C++ kernel
+on CPU tensors and to the CUDA/Triton kernel on CUDA tensors, and has a pure-PyTorch
+reference in :mod:`fastpapers.reference`."""
+from .nms import batched_nms, nms
+
+__all__ = ["nms", "batched_nms"]

@@ -1,0 +1,1 @@
+"""Pure-PyTorch references: test oracles, fallbacks and benchmark baselines."""
