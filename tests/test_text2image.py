@@ -1,0 +1,228 @@
+"""Text-to-image GAN (Reed et al. 2016): encoders, G/D shapes, GAN-CLS/INT losses, style encoder."""
+import math
+
+import pytest
+import torch
+
+from fastpapers.models import text2image as t2i
+from tests.utils import assert_close, assert_raises_naming
+
+LOG2 = math.log(2.0)
+
+
+# ---- text encoding -------------------------------------------------------------------------
+
+def test_encode_chars_pads_and_counts():
+    ids, lengths = t2i.encode_chars(["Red star", "a big blue circle"])
+    assert ids.shape == (2, 17) and lengths.tolist() == [8, 17]
+    assert ids[0, 8:].eq(0).all() and ids[0, :8].gt(0).all()
+    # Lower-casing: "R" and "r" encode the same.
+    assert ids[0, 0] == t2i.encode_chars(["r"])[0][0, 0]
+
+
+def test_encode_chars_truncates():
+    ids, lengths = t2i.encode_chars(["abcdefgh"], max_len=5)
+    assert ids.shape == (1, 5) and lengths.tolist() == [5]
+
+
+def test_encode_chars_bad_input():
+    assert_raises_naming(ValueError, "texts[1]", t2i.encode_chars, ["red star", "red ★"])
+    assert_raises_naming(ValueError, "texts[0]", t2i.encode_chars, [""])
+    assert_raises_naming(TypeError, "texts", t2i.encode_chars, "red star")
+    assert_raises_naming(ValueError, "texts", t2i.encode_chars, [])
+    assert_raises_naming(ValueError, "max_len", t2i.encode_chars, ["a"], max_len=0)
+
+
+def test_text_encoder_shape_and_padding_invariance():
+    enc = t2i.CharCNNRNN(embed_dim=24, conv_dim=16, hidden=20).eval()
+    short = ["red star", "a small green cross"]
+    alone = torch.cat([enc.embed([s]) for s in short])
+    batched = enc.embed(short + ["a very long caption that forces much more padding on the others"])[:2]
+    assert alone.shape == (2, 24)
+    assert_close(batched, alone)
+
+
+def test_text_encoder_distinguishes_captions():
+    enc = t2i.CharCNNRNN(embed_dim=16, conv_dim=16, hidden=16)
+    e = enc.embed(["red star", "blue star"])
+    assert not torch.allclose(e[0], e[1])
+
+
+# ---- joint embedding loss ------------------------------------------------------------------
+
+def test_joint_embedding_loss_hand_made():
+    eye = torch.eye(2)
+    # Matching pairs score 1, mismatches 0: every hinge max(0, 1 + 0 - 1) is 0.
+    assert t2i.joint_embedding_loss(eye, eye).item() == 0.0
+    # Swapped texts: mismatches score 1, matches 0: each hinge is 1 + 1 - 0 = 2, both directions.
+    swapped = eye.flip(0)
+    assert t2i.joint_embedding_loss(eye, swapped).item() == pytest.approx(4.0)
+    # Same class: no negatives at all.
+    assert t2i.joint_embedding_loss(eye, swapped, labels=torch.tensor([3, 3])).item() == 0.0
+
+
+def test_joint_embedding_loss_asymmetric_case():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    txt = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    labels = torch.tensor([0, 1, 0])
+    margin = 0.5
+    s = img @ txt.t()
+    expected_i2t, expected_t2i = 0.0, 0.0
+    for i in range(3):
+        negs = [j for j in range(3) if labels[j] != labels[i]]
+        expected_i2t += sum(max(0.0, margin + s[i, j] - s[i, i]) for j in negs) / len(negs)
+        expected_t2i += sum(max(0.0, margin + s[j, i] - s[i, i]) for j in negs) / len(negs)
+    expected = (expected_i2t + expected_t2i) / 3
+    got = t2i.joint_embedding_loss(img, txt, labels, margin=margin)
+    assert got.item() == pytest.approx(float(expected))
+
+
+def test_joint_embedding_training_lowers_loss():
+    torch.manual_seed(0)
+    txt_enc = t2i.CharCNNRNN(embed_dim=8, conv_dim=8, hidden=8)
+    img_enc = t2i.ImageEncoder(embed_dim=8, width=4)
+    caps = ["red star", "blue circle", "green square", "yellow cross"]
+    colours = torch.tensor([[1, -1, -1], [-1, -1, 1], [-1, 1, -1], [1, 1, -1]], dtype=torch.float32)
+    imgs = colours[:, :, None, None].expand(-1, -1, 8, 8).contiguous()
+    ids, lengths = t2i.encode_chars(caps)
+    opt = torch.optim.Adam(list(txt_enc.parameters()) + list(img_enc.parameters()), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = t2i.joint_embedding_loss(img_enc(imgs), txt_enc(ids, lengths))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_joint_embedding_loss_bad_shapes():
+    assert_raises_naming(ValueError, "img_emb", t2i.joint_embedding_loss, torch.zeros(3, 4), torch.zeros(3, 5))
+    assert_raises_naming(ValueError, "labels", t2i.joint_embedding_loss, torch.zeros(3, 4), torch.zeros(3, 4),
+                         torch.zeros(2, dtype=torch.long))
+
+
+# ---- generator / discriminator ------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_generator_discriminator_shapes(size):
+    g = t2i.Generator(embed_dim=12, nz=10, proj_dim=8, ngf=8, image_size=size)
+    d = t2i.Discriminator(embed_dim=12, proj_dim=8, ndf=8, image_size=size)
+    z, phi = torch.randn(3, 10), torch.randn(3, 12)
+    x = g(z, phi)
+    assert x.shape == (3, 3, size, size)
+    assert x.abs().max() <= 1.0
+    assert d(x, phi).shape == (3,)
+
+
+def test_gradients_reach_every_parameter():
+    g = t2i.Generator(embed_dim=12, nz=10, proj_dim=8, ngf=8, image_size=32)
+    d = t2i.Discriminator(embed_dim=12, proj_dim=8, ndf=8, image_size=32)
+    z, phi = torch.randn(4, 10), torch.randn(4, 12)
+    real = torch.rand(4, 3, 32, 32) * 2 - 1
+    wrong = phi[t2i.mismatched_indices(torch.arange(4))]
+    d_loss = t2i.discriminator_loss(d(real, phi), d(g(z, phi).detach(), phi), d(real, wrong))
+    d_loss.backward()
+    for name, p in d.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in g.parameters())
+    phi_int = t2i.interpolate_embeddings(phi, phi.roll(1, 0))
+    g_loss = t2i.generator_loss(d(g(z, phi), phi), d(g(z, phi_int), phi_int))
+    g_loss.backward()
+    for name, p in g.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_discriminator_sees_the_text():
+    d = t2i.Discriminator(embed_dim=12, proj_dim=8, ndf=8, image_size=32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    phi = torch.randn(2, 12)
+    assert not torch.allclose(d(x, phi), d(x, phi.flip(0)))
+
+
+def test_model_bad_input():
+    g = t2i.Generator(embed_dim=12, nz=10, ngf=8, image_size=32)
+    d = t2i.Discriminator(embed_dim=12, ndf=8, image_size=32)
+    assert_raises_naming(ValueError, "z", g, torch.randn(2, 11), torch.randn(2, 12))
+    assert_raises_naming(ValueError, "phi", g, torch.randn(2, 10), torch.randn(3, 12))
+    assert_raises_naming(ValueError, "x", d, torch.randn(2, 3, 64, 64), torch.randn(2, 12))
+    assert_raises_naming(ValueError, "image_size", t2i.Generator, image_size=48)
+
+
+# ---- losses on hand-made logits ------------------------------------------------------------
+
+BIG = 50.0  # BCE of a logit this confident is below 1e-21: numerically zero.
+
+
+def test_gan_cls_discriminator_loss_weights():
+    rr, rw, fr = torch.full((4,), BIG), torch.zeros(4), torch.full((4,), -BIG)
+    # Only the wrong-text term is uncertain: ½·log 2.
+    assert t2i.discriminator_loss(rr, fr, rw).item() == pytest.approx(0.5 * LOG2)
+    # Only the fake term uncertain: ½·log 2.
+    assert t2i.discriminator_loss(rr, torch.zeros(4), torch.full((4,), -BIG)).item() == pytest.approx(0.5 * LOG2)
+    # Everything at logit 0: log 2 + ½ log 2 + ½ log 2.
+    z = torch.zeros(4)
+    assert t2i.discriminator_loss(z, z, z).item() == pytest.approx(2 * LOG2)
+
+
+def test_plain_gan_discriminator_loss():
+    rr, fr = torch.full((4,), BIG), torch.zeros(4)
+    assert t2i.discriminator_loss(rr, fr, cls_weight=0.0).item() == pytest.approx(LOG2)
+    assert_raises_naming(ValueError, "real_wrong", t2i.discriminator_loss, rr, fr, None, 0.5)
+    assert_raises_naming(ValueError, "cls_weight", t2i.discriminator_loss, rr, fr, rr, 1.5)
+
+
+def test_generator_loss_with_interpolation():
+    z = torch.zeros(5)
+    assert t2i.generator_loss(z).item() == pytest.approx(LOG2)
+    assert t2i.generator_loss(z, z).item() == pytest.approx(2 * LOG2)
+    assert t2i.generator_loss(z, z, interp_weight=0.5).item() == pytest.approx(1.5 * LOG2)
+    # Non-saturating: a confident "fake" verdict gives a large loss, not a vanishing one.
+    assert t2i.generator_loss(torch.full((2,), -10.0)).item() == pytest.approx(10.0, abs=1e-3)
+
+
+def test_interpolate_embeddings():
+    a, b = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 4.0]])
+    assert_close(t2i.interpolate_embeddings(a, b), torch.tensor([[1.0, 2.0]]))
+    assert_close(t2i.interpolate_embeddings(a, b, beta=0.25), torch.tensor([[0.5, 3.0]]))
+    assert_raises_naming(ValueError, "beta", t2i.interpolate_embeddings, a, b, 2.0)
+    assert_raises_naming(ValueError, "partner", t2i.interpolate_embeddings, a, torch.zeros(2, 2))
+
+
+def test_mismatched_indices_pick_another_class():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2, 1, 0])
+    for seed in range(5):
+        j = t2i.mismatched_indices(labels, torch.Generator().manual_seed(seed))
+        assert (labels[j] != labels).all()
+    single = t2i.mismatched_indices(torch.tensor([4, 4, 4]))
+    assert single.tolist() == [1, 2, 0]
+
+
+# ---- style encoder -------------------------------------------------------------------------
+
+def test_style_encoder_learns_z_and_leaves_g_alone():
+    torch.manual_seed(0)
+    # Train-mode batch norm: a freshly initialised G in eval mode draws near-constant images.
+    g = t2i.Generator(embed_dim=8, nz=6, proj_dim=8, ngf=8, image_size=32).train()
+    s = t2i.StyleEncoder(nz=6, ndf=8, image_size=32)
+    z, phi = torch.randn(16, 6), torch.randn(16, 8)
+    opt = torch.optim.Adam(s.parameters(), lr=1e-2)
+    first = None
+    for _ in range(15):
+        loss = t2i.style_encoder_loss(s, g, z, phi)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert all(p.grad is None for p in g.parameters())
+    assert loss.item() < 0.3 * first
+
+
+def test_style_transfer_uses_s_of_query():
+    g = t2i.Generator(embed_dim=8, nz=6, ngf=8, image_size=32).eval()
+    s = t2i.StyleEncoder(nz=6, ndf=8, image_size=32).eval()
+    x, phi = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randn(3, 8)
+    out = t2i.style_transfer(g, s, x, phi)
+    assert out.shape == (3, 3, 32, 32)
+    assert_close(out, g(s(x), phi))
+    assert_raises_naming(ValueError, "x", s, torch.rand(3, 3, 64, 64))
