@@ -226,3 +226,36 @@ def test_style_transfer_uses_s_of_query():
     assert out.shape == (3, 3, 32, 32)
     assert_close(out, g(s(x), phi))
     assert_raises_naming(ValueError, "x", s, torch.rand(3, 3, 64, 64))
+
+
+# ---- evaluation helpers --------------------------------------------------------------------
+
+def test_pairwise_auc_hand_made():
+    # Two tight clusters by label: every same-label pair is more similar than any other pair.
+    v = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    assert t2i.pairwise_auc(v, torch.tensor([0, 0, 1, 1])) == 1.0
+    # Labels across the clusters: same-label similarities {0, 0.22} against {0.99, 0.11, 0.11,
+    # 0.99}; only 0.22 > 0.11 wins, twice out of 8 comparisons.
+    assert t2i.pairwise_auc(v, torch.tensor([0, 1, 0, 1])) == pytest.approx(0.25)
+    # Identical vectors: every similarity ties, AUC is exactly chance.
+    assert t2i.pairwise_auc(torch.ones(5, 3), torch.tensor([0, 0, 1, 1, 1])) == 0.5
+
+
+def test_pairwise_auc_matches_brute_force():
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(12, 4, generator=g)
+    labels = torch.randint(0, 3, (12,), generator=g)
+    vn = torch.nn.functional.normalize(v.double(), dim=1)
+    pos, neg = [], []
+    for i in range(12):
+        for j in range(i + 1, 12):
+            (pos if labels[i] == labels[j] else neg).append(float(vn[i] @ vn[j]))
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    assert t2i.pairwise_auc(v, labels) == pytest.approx(wins / (len(pos) * len(neg)))
+
+
+def test_attribute_classifier_heads():
+    c = t2i.AttributeClassifier({"colour": 6, "shape": 5}, width=4)
+    out = c(torch.rand(2, 3, 32, 32))
+    assert out["colour"].shape == (2, 6) and out["shape"].shape == (2, 5)
+    assert_raises_naming(ValueError, "heads", t2i.AttributeClassifier, {"colour": 1})

@@ -353,3 +353,59 @@ def style_encoder_loss(style: nn.Module, generator: nn.Module, z: torch.Tensor, 
 def style_transfer(generator: nn.Module, style: nn.Module, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """x' = G(S(x), φ(t)): the query images' style rendered with new captions."""
     return generator(style(x), phi)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation judge
+# --------------------------------------------------------------------------------------------
+
+class AttributeClassifier(nn.Module):
+    """The separately trained judge of generated images: one linear head per attribute.
+
+    x: (B, 3, S, S) in [-1, 1] -> {attribute: logits (B, n_classes)}. It is trained on real
+    images of every colour–shape pair and never sees a generator, as an Inception network
+    judges ImageNet samples.
+    """
+
+    def __init__(self, heads: dict, width: int = 32):
+        super().__init__()
+        if not heads or not all(isinstance(n, int) and n >= 2 for n in heads.values()):
+            raise ValueError(f"heads must map attribute names to class counts >= 2, got {heads}")
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(True), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, 1, 1), nn.BatchNorm2d(2 * width), nn.ReLU(True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.BatchNorm2d(4 * width), nn.ReLU(True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.heads = nn.ModuleDict({name: nn.Linear(4 * width, n) for name, n in heads.items()})
+
+    def forward(self, x: torch.Tensor) -> dict:
+        h = self.features(x)
+        return {name: head(h) for name, head in self.heads.items()}
+
+
+def pairwise_auc(vectors: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC AUC of cosine similarity for "same label" over all pairs i < j (the paper's style ROC).
+
+    vectors: (N, D), labels: (N,). AUC = P(sim(same pair) > sim(different pair)), ties ½.
+    """
+    if vectors.dim() != 2 or labels.shape != (vectors.shape[0],):
+        raise ValueError(f"vectors must be (N, D) and labels (N,), got {tuple(vectors.shape)} and {tuple(labels.shape)}")
+    v = F.normalize(vectors.double(), dim=1)
+    sim = v @ v.t()
+    iu = torch.triu_indices(len(v), len(v), 1)
+    s = sim[iu[0], iu[1]]
+    same = labels[iu[0]] == labels[iu[1]]
+    pos, neg = s[same], s[~same]
+    if pos.numel() == 0 or neg.numel() == 0:
+        raise ValueError("labels must contain both same-label and different-label pairs")
+    # Mann–Whitney U through ranks (average ranks for ties).
+    allv = torch.cat([pos, neg])
+    order = allv.argsort()
+    ranks = torch.empty_like(allv)
+    ranks[order] = torch.arange(1, len(allv) + 1, dtype=allv.dtype)
+    uniq, inv, counts = torch.unique(allv, return_inverse=True, return_counts=True)
+    if len(uniq) < len(allv):
+        sums = torch.zeros(len(uniq), dtype=allv.dtype).index_add_(0, inv, ranks)
+        ranks = (sums / counts)[inv]
+    u = ranks[:pos.numel()].sum() - pos.numel() * (pos.numel() + 1) / 2
+    return float(u / (pos.numel() * neg.numel()))
