@@ -193,8 +193,10 @@ def register(sub):
 
 
 def _train_cli(args):
-    if args.steps < 1 or args.batch_size < 1:
-        raise ValueError(f"--steps and --batch-size must be >= 1, got {args.steps} and {args.batch_size}")
+    for flag, v in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--timesteps", args.timesteps),
+                    ("--width", args.width)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
     device = resolve_device(args.device)
     metrics = train(args.out, steps=args.steps, batch_size=args.batch_size, lr_d=args.lr_d, lr_g=args.lr_g,
                     seed=args.seed, device=device, resume=args.resume, sample_every=args.sample_every,

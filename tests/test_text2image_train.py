@@ -1,0 +1,112 @@
+"""Text-to-image end to end through the shared Trainer: stages, resume, sample, transfer, eval, CLI."""
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from fastpapers import cli
+from fastpapers.commands import text2image as t2i_cmd
+
+TINY = dict(image_size=32, nz=6, embed_dim=8, proj_dim=8, ngf=4, ndf=4, text_width=8)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return t2i_cmd.shapes_split("train", image_size=32, n=24, seed=0)
+
+
+def _train(out, pairs, steps=2, resume=False, embed_steps=None, **kw):
+    opts = dict(TINY)
+    opts.update(kw)
+    return t2i_cmd.train(str(out), steps=steps, embed_steps=embed_steps or steps, style_steps=steps, batch_size=8,
+                         data=pairs, resume=resume, progress=False, sample_every=2, checkpoint_every=1, log_every=1,
+                         **opts)
+
+
+def _modules(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["modules"]
+
+
+def test_dataset_items(pairs):
+    item = pairs[0]
+    assert item["image"].shape == (3, 32, 32)
+    assert -1.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert isinstance(item["caption"], str) and item["caption"]
+    for key in ("label", "colour", "kind", "size", "background", "unseen"):
+        assert isinstance(int(item[key]), int)
+
+
+def test_three_stages_resume_bit_exact(tmp_path, pairs):
+    # The GAN and style stages train 3 steps straight, or 2 then 3 with --resume: the resumed
+    # GAN continues from its checkpoint and the style stage, fitted to the older G, restarts.
+    _train(tmp_path / "straight", pairs, steps=3, embed_steps=2)
+    _train(tmp_path / "split", pairs, steps=2, embed_steps=2)
+    _train(tmp_path / "split", pairs, steps=3, embed_steps=2, resume=True)
+    for stage, nets in (("embed", ("text", "image")), ("gan", ("G", "D")), ("style", ("S",))):
+        a = _modules(tmp_path / "straight" / stage / "checkpoint.pt")
+        b = _modules(tmp_path / "split" / stage / "checkpoint.pt")
+        for net in nets:
+            for k in a[net]:
+                assert torch.equal(a[net][k], b[net][k]), (stage, net, k)
+    assert os.path.isfile(tmp_path / "straight" / "model.pt")
+    assert os.path.isfile(tmp_path / "straight" / "gan" / "samples" / "sample_0000002.png")
+
+
+@pytest.mark.parametrize("variant", ["gan", "gan-cls", "gan-int"])
+def test_variants_train(tmp_path, pairs, variant):
+    _train(tmp_path, pairs, steps=1, variant=variant)
+    cfg, nets = t2i_cmd.load_model(str(tmp_path / "model.pt"))
+    assert cfg["variant"] == variant
+
+
+def test_sample_transfer_and_shared_text_encoder(tmp_path, pairs):
+    _train(tmp_path / "a", pairs, steps=2)
+    model = str(tmp_path / "a" / "model.pt")
+    path = t2i_cmd.sample(model, ["small red star", "large blue circle"], str(tmp_path / "s.png"), n=3)
+    # 2 rows x 3 samples of 32-pixel images with 2-pixel padding, upscaled 2x.
+    assert Image.open(path).size == (2 * (3 * 34 + 2), 2 * (2 * 34 + 2))
+    queries = torch.stack([pairs[i]["image"] for i in range(4)])
+    path = t2i_cmd.transfer(model, ["small red star"], str(tmp_path / "t.png"), queries=queries)
+    assert Image.open(path).size == (2 * (2 * 34 + 2), 2 * (4 * 34 + 2))
+
+    _train(tmp_path / "b", pairs, steps=1, text_encoder=model, variant="gan")
+    a = torch.load(model, weights_only=True)["text"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["text"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not os.path.exists(tmp_path / "b" / "embed")
+    with pytest.raises(ValueError, match="text_encoder"):
+        _train(tmp_path / "c", pairs, steps=1, text_encoder=model, embed_dim=10)
+
+
+def test_judge_and_eval(tmp_path, pairs):
+    _train(tmp_path / "run", pairs, steps=1)
+    t2i_cmd.train_judge(str(tmp_path / "judge"), steps=2, batch_size=8, data=pairs, progress=False)
+    test = t2i_cmd.shapes_split("test", image_size=32, n=40, seed=1)
+    res = t2i_cmd.evaluate(str(tmp_path / "run" / "model.pt"), str(tmp_path / "judge" / "checkpoint.pt"),
+                           n=40, data=test)
+    assert res["n"] == 40 and 0 < res["n_unseen"] < 40
+    for k, v in res.items():
+        if k.startswith(("generated/", "real/", "style/")):
+            assert 0.0 <= v <= 1.0, k
+
+
+def test_cli(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert cli.main(["text2image", "train", "--out", run, "--steps", "1", "--embed-steps", "1", "--style-steps", "1",
+                     "--batch-size", "8", "--width", "4", "--variant", "gan-cls"]) == 0
+    model = os.path.join(run, "model.pt")
+    png = str(tmp_path / "s.png")
+    assert cli.main(["text2image", "sample", "--checkpoint", model, "--text", "small red star", "--out", png]) == 0
+    assert os.path.isfile(png)
+    png = str(tmp_path / "t.png")
+    assert cli.main(["text2image", "transfer", "--checkpoint", model, "--text", "large green cross",
+                     "--n", "2", "--out", png]) == 0
+    assert os.path.isfile(png)
+    capsys.readouterr()
+    assert cli.main(["text2image", "sample", "--checkpoint", model, "--text", "red ★"]) == 2
+    assert "texts[0]" in capsys.readouterr().err
+    assert cli.main(["text2image", "sample", "--checkpoint", str(tmp_path / "none.pt"), "--text", "red"]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    assert cli.main(["text2image", "train", "--out", run, "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
