@@ -94,7 +94,7 @@ def test_judge_and_eval(tmp_path, pairs):
 def test_cli(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert cli.main(["text2image", "train", "--out", run, "--steps", "1", "--embed-steps", "1", "--style-steps", "1",
-                     "--batch-size", "8", "--width", "4", "--variant", "gan-cls"]) == 0
+                     "--batch-size", "8", "--train-size", "16", "--width", "4", "--variant", "gan-cls"]) == 0
     model = os.path.join(run, "model.pt")
     png = str(tmp_path / "s.png")
     assert cli.main(["text2image", "sample", "--checkpoint", model, "--text", "small red star", "--out", png]) == 0

@@ -34,11 +34,20 @@ def build(cfg: dict) -> tuple[gran.GRANGenerator, gran.GRANDiscriminator]:
     return g, d
 
 
+TEST_DIGITS = 500
+
+
 def mnist_split(split: str, image_size: int):
-    """MNIST digits in [0, 1] as a TensorDataset of (images (N, 1, S, S), labels)."""
-    from ..data.mnist import load_mnist
-    images, labels = load_mnist(split=split, size=image_size)
-    return torch.utils.data.TensorDataset(images, labels)
+    """The 5,000 bundled MNIST digits in [0, 1], split by a fixed permutation into ``train``
+    (4,500) and ``test`` (500, the GAM battles' held-out data): a TensorDataset of
+    (images (N, 1, S, S), labels)."""
+    from ..data import mnist, split_indices
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    images, labels = mnist(image_size)
+    test_idx, train_idx = split_indices(len(images), [TEST_DIGITS, len(images) - TEST_DIGITS], seed=0)
+    idx = train_idx if split == "train" else test_idx
+    return torch.utils.data.TensorDataset(images[idx], labels[idx])
 
 
 def _config_path(run_dir: str) -> str:

@@ -48,12 +48,73 @@ def build(cfg: dict) -> dict:
 
 # ---- data ------------------------------------------------------------------------------------
 
-def shapes_split(split: str, *, image_size: int = 32, n: Optional[int] = None, seed: int = 0):
-    """Single-shape text-to-image pairs from the shapes world (held-out colour–shape pairs
-    are only in the ``test`` split). Items are dicts: image (3, S, S) in [-1, 1], caption,
-    label (class id of the caption's attribute set), colour, kind, size, background."""
-    from ..data.shapes import text_to_image_split
-    return text_to_image_split(split, image_size=image_size, n=n, seed=seed)
+# Colour-shape pairs never seen in training: one per shape, so each colour and each shape
+# still appears in training with other partners.
+HELD_OUT = (("red", "triangle"), ("blue", "circle"), ("green", "star"), ("yellow", "cross"), ("purple", "square"))
+
+
+class ShapesPairs(torch.utils.data.Dataset):
+    """Text-to-image items over the shapes world's :class:`ShapesTextToImage` datasets.
+
+    Item: image (3, S, S) in [-1, 1], caption (a string), label (class id of the caption's
+    colour, shape and size: pairs of one class are never each other's "wrong text"), colour,
+    kind, size, background (the style, never in the caption) and unseen (1 when the
+    colour-shape pair was held out of training). ``random_caption`` draws one of an image's
+    template captions per fetch (from the global RNG, which the Trainer seeds and restores);
+    otherwise image i shows its caption i mod C.
+    """
+
+    def __init__(self, parts, *, random_caption: bool):
+        from ..data.shapes import BACKGROUNDS, COLOURS, SHAPES, SIZES
+        self.parts = list(parts)
+        self.random_caption = random_caption
+        self.num_classes = {"colour": len(COLOURS), "kind": len(SHAPES), "size": len(SIZES),
+                            "background": len(BACKGROUNDS)}
+        self._n = sum(len(p) for p, _ in self.parts)
+
+    def __len__(self):
+        return self._n
+
+    def _locate(self, i):
+        # Parts are interleaved so that any prefix mixes seen and unseen pairs.
+        k = len(self.parts)
+        part, unseen = self.parts[i % k]
+        j = i // k
+        if j >= len(part):
+            raise IndexError(f"index {i} out of range for {self._n} items")
+        return part, unseen, j
+
+    def __getitem__(self, i):
+        if not 0 <= i < self._n:
+            raise IndexError(f"index {i} out of range for {self._n} items")
+        part, unseen, j = self._locate(i)
+        item = part[j]
+        caps = part.captions[j]
+        c = int(torch.randint(len(caps), ())) if self.random_caption else i % len(caps)
+        colour, kind, size = int(item["colour"]), int(item["shape"]), int(item["size"])
+        nk, ns = self.num_classes["kind"], self.num_classes["size"]
+        return {"image": item["image"] * 2 - 1, "caption": caps[c], "label": (colour * nk + kind) * ns + size,
+                "colour": colour, "kind": kind, "size": size, "background": int(item["style"]), "unseen": unseen}
+
+
+def shapes_split(split: str, *, image_size: int = 32, n: Optional[int] = None, seed: int = 0) -> ShapesPairs:
+    """``train``: pairs without the :data:`HELD_OUT` combinations (n defaults to 6000, random
+    caption per fetch); ``test``: new images, half of seen pairs and half of held-out pairs
+    (n defaults to 1000); ``all``: every combination, for the judge (n defaults to 6000)."""
+    from ..data.shapes import ShapesTextToImage
+    if split == "train":
+        return ShapesPairs([(ShapesTextToImage(n or 6000, size=image_size, split="train", seed=seed,
+                                               held_out=HELD_OUT), 0)], random_caption=True)
+    if split == "test":
+        n = n or 1000
+        seen = ShapesTextToImage((n + 1) // 2, size=image_size, split="test", seed=seed, held_out=HELD_OUT)
+        unseen = ShapesTextToImage(n // 2, size=image_size, split="heldout", seed=seed, held_out=HELD_OUT)
+        parts = [(seen, 0), (unseen, 1)] if n > 1 else [(seen, 0)]
+        return ShapesPairs(parts, random_caption=False)
+    if split == "all":
+        return ShapesPairs([(ShapesTextToImage(n or 6000, size=image_size, split="train", seed=seed), 0)],
+                           random_caption=True)
+    raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
 
 
 def _captions(batch, device):
@@ -374,6 +435,7 @@ def register(sub):
     t.add_argument("--embed-steps", type=int, default=1000, help="joint-embedding steps (default: 1000)")
     t.add_argument("--style-steps", type=int, default=1000, help="style-encoder steps (default: 1000)")
     t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    t.add_argument("--train-size", type=int, default=6000, help="shapes-world training images (default: 6000)")
     t.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size (default: 32)")
     t.add_argument("--width", type=int, default=32, help="ngf = ndf (default: 32)")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam step size of G, D and S (default: 2e-4)")
@@ -421,8 +483,9 @@ def _positive(**kw):
 
 def _train_cli(args):
     _positive(steps=args.steps, embed_steps=args.embed_steps, style_steps=args.style_steps,
-              batch_size=args.batch_size, width=args.width)
-    train(args.out, steps=args.steps, embed_steps=args.embed_steps, style_steps=args.style_steps,
+              batch_size=args.batch_size, width=args.width, train_size=args.train_size)
+    data = shapes_split("train", image_size=args.size, n=args.train_size, seed=args.seed)
+    train(args.out, data=data, steps=args.steps, embed_steps=args.embed_steps, style_steps=args.style_steps,
           batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=resolve_device(args.device),
           resume=args.resume, text_encoder=args.text_encoder, sample_every=args.sample_every,
           checkpoint_every=args.checkpoint_every, variant=args.variant, image_size=args.size,
