@@ -134,16 +134,18 @@ def save_step_grid(steps: torch.Tensor, path: str, scale: int = 2) -> str:
     return save_grid(steps.reshape(n * t, *steps.shape[2:]), path, nrow=t, scale=scale)
 
 
-def sample(checkpoint: str, out: str, *, n: int = 64, rows: int = 8, seed: int = 0, device="cpu") -> list:
-    """Write ``samples.png`` (n canvases) and ``steps.png`` (per-step canvases of ``rows`` samples)."""
+def sample(checkpoint: str, out: str, *, n: int = 64, rows: int = 8, seed: int = 0, device="cpu",
+           prefix: str = "") -> list:
+    """Write ``<prefix>samples.png`` (n canvases) and ``<prefix>steps.png`` (per-step canvases of
+    ``rows`` samples) into the folder ``out``."""
     from ..viz import save_grid
     if n < 1 or rows < 1:
         raise ValueError(f"--n and --rows must be >= 1, got {n} and {rows}")
     _, g, _ = load_run(checkpoint, device)
     canvas, steps = draw(g, max(n, rows), seed=seed, device=device)
     os.makedirs(out, exist_ok=True)
-    return [save_grid(canvas[:n], os.path.join(out, "samples.png"), nrow=8, scale=2),
-            save_step_grid(steps[:rows], os.path.join(out, "steps.png"))]
+    return [save_grid(canvas[:n], os.path.join(out, f"{prefix}samples.png"), nrow=8, scale=2),
+            save_step_grid(steps[:rows], os.path.join(out, f"{prefix}steps.png"))]
 
 
 def battle(checkpoint1: str, checkpoint2: str, *, n: int = 1000, seed: int = 0, device="cpu",
