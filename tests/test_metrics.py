@@ -9,6 +9,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from fastpapers.data import AmbiguousTransduction
+from tests.utils import DEVICES
 from fastpapers.metrics import (Meteor, MeteorUnavailable, batch_sentence_bleu, best_reference_bleu, cider_d,
                                 corpus_bleu, corpus_token_f1, meteor_available, parzen_evaluate,
                                 parzen_log_likelihood, rouge_l, select_sigma, sentence_bleu, token_f1)
@@ -78,16 +79,19 @@ def _ids(sents, vocab, length, pad=0):
     return out
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("smooth", ["none", "floor", "add-k", "exp"])
 @pytest.mark.parametrize("effective_order", [True, False])
-def test_batched_bleu_equals_sentence_bleu(smooth, effective_order):
+def test_batched_bleu_equals_sentence_bleu(smooth, effective_order, device):
     hyps, refs = _corpus(150, 3, n_refs=2)
     hyps += ["red", "", "red red red red"]
     refs += [["red circle", "blue"], ["red", "red"], ["red red", "red"]]
     vocab = {w: i + 4 for i, w in enumerate(WORDS)}
     H = _ids(hyps, vocab, 16)
     Rf = torch.stack([_ids([r[k] for r in refs], vocab, 18) for k in range(2)], 1)
-    got = batch_sentence_bleu(H, Rf, smooth=smooth, effective_order=effective_order)
+    got = batch_sentence_bleu(H.to(device), Rf.to(device), smooth=smooth, effective_order=effective_order)
+    assert got.device.type == device
+    got = got.cpu()
     want = torch.tensor([sentence_bleu(h, rs, smooth=smooth, effective_order=effective_order)
                          for h, rs in zip(hyps, refs)])
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
@@ -158,15 +162,17 @@ def test_parzen_equals_a_gaussian_for_one_sample():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-10)
 
 
-def test_parzen_matches_brute_force_and_is_stable():
+@pytest.mark.parametrize("device", DEVICES)
+def test_parzen_matches_brute_force_and_is_stable(device):
     torch.manual_seed(1)
     s = torch.rand(300, 1, 4, 4)
     x = torch.rand(40, 1, 4, 4)
     sigma = 0.05  # far points: exp underflows in a naive sum
     d2 = ((x.reshape(40, 1, -1).double() - s.reshape(1, 300, -1).double()) ** 2).sum(-1)
     want = torch.logsumexp(-d2 / (2 * sigma ** 2), 1) - math.log(300) - 8 * math.log(2 * math.pi * sigma ** 2)
-    got = parzen_log_likelihood(s, x, sigma, batch_size=7)
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-8)
+    got = parzen_log_likelihood(s.to(device), x.to(device), sigma, batch_size=7)
+    assert got.device.type == device
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-8)
     assert torch.isfinite(got).all() and torch.isfinite(parzen_log_likelihood(s, x + 100, sigma)).all()
 
 
