@@ -340,3 +340,28 @@ def test_tensorboard_used_when_installed(tmp_path, monkeypatch):
     _run(tmp_path, 200)
     assert calls[0] == ("init", os.path.join(str(tmp_path), "tb")) and calls[-1] == ("close",)
     assert [c[2] for c in calls if c[0] == "loss"] == [100, 200]
+
+
+def test_second_fit_continues(tmp_path):
+    def make(out):
+        seed_everything(0)
+        net = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.2), nn.Linear(8, 2))
+        opt = {"net": torch.optim.Adam(net.parameters(), lr=1e-2)}
+
+        def step(tr, batch):
+            x, y = batch
+            loss = F.cross_entropy(net(x), y)
+            tr.step("net", loss)
+            return {"loss": loss}
+
+        return net, Trainer({"net": net}, opt, step, data=_data(), batch_size=8, out_dir=str(out), log_every=10,
+                            progress=False)
+
+    net_a, tr_a = make(tmp_path / "a")
+    tr_a.fit(50)
+    net_b, tr_b = make(tmp_path / "b")
+    tr_b.fit(20)
+    tr_b.fit(50)
+    for p, q in zip(net_a.parameters(), net_b.parameters()):
+        assert torch.equal(p, q)
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")

@@ -165,13 +165,14 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, steps: int, *, resume: bool = False) -> Dict[str, float]:
         """Train until ``global_step == steps``. With ``resume=True`` and a checkpoint at
-        ``checkpoint_path``, continue from it bit-exactly. Returns the last logged metrics."""
+        ``checkpoint_path``, continue from it bit-exactly; a second ``fit`` on the same trainer
+        continues where the first stopped. Returns the last logged metrics."""
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
         if resume and os.path.isfile(self.checkpoint_path):
             self.load(self.checkpoint_path)
             self.logger.truncate(self.global_step)
-        else:
+        elif self.global_step == 0:
             self.logger.truncate(0)  # a fresh run replaces the records of an earlier one in out_dir
             seed_everything(self.seed + self.rank)
             for m in self.modules.values():
