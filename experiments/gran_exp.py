@@ -38,8 +38,8 @@ def report(a):
     for (t1, s1), (t2, s2) in itertools.combinations(runs, 2):
         if s1 != s2 and t1 == t2:
             continue
-        r = G.battle(os.path.join(run_dir(a, t1, s1), "checkpoint.pt"), os.path.join(run_dir(a, t2, s2), "checkpoint.pt"),
-                     n=a.n, seed=0, test=test)
+        r = G.battle(os.path.join(run_dir(a, t1, s1), "checkpoint.pt"),
+                     os.path.join(run_dir(a, t2, s2), "checkpoint.pt"), n=a.n, seed=0, test=test)
         rows.append({"model1": f"T={t1} (seed {s1})", "model2": f"T={t2} (seed {s2})", **r.as_dict()})
     for t in a.t:
         _, g, _ = G.load_run(os.path.join(run_dir(a, t, a.seeds[0]), "checkpoint.pt"))
@@ -49,10 +49,12 @@ def report(a):
         G.save_step_grid(steps[:8], os.path.join(a.img, f"gran_T{t}_steps.png"), scale=3)
     with open(os.path.join(a.root, "battles.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    print("| model 1 | model 2 | ε(D1; test) | ε(D2; test) | r_test | ε(D1; G2) | ε(D2; G1) | r_sample | valid | winner |")
+    print("| model 1 | model 2 | ε(D1; test) | ε(D2; test) | r_test | ε(D1; G2) | ε(D2; G1) | r_sample | valid "
+          "| winner |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model1']} | {r['model2']} | {r['test_error_1']:.3f} | {r['test_error_2']:.3f} | {r['r_test']:.2f} "
+        print(f"| {r['model1']} | {r['model2']} | {r['test_error_1']:.3f} | {r['test_error_2']:.3f} "
+              f"| {r['r_test']:.2f} "
               f"| {r['sample_error_1']:.3f} | {r['sample_error_2']:.3f} | {r['r_sample']:.2f} | {r['valid']} "
               f"| {r['winner']} |")
 

@@ -129,13 +129,15 @@ def _adam(params, lr):
 
 
 def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: int = 1000, batch_size: int = 64,
-          lr: float = 2e-4, embed_lr: float = 1e-3, seed: int = 0, device="cpu", resume: bool = False, data=None,
+          lr: float = 2e-4, lr_d: Optional[float] = None, embed_lr: float = 1e-3, seed: int = 0, device="cpu",
+          resume: bool = False, data=None,
           text_encoder: Optional[str] = None, sample_every: int = 500, checkpoint_every: int = 500,
           log_every: int = 50, progress: bool = True, **config) -> dict:
     """Train the three stages into ``out/{embed,gan,style}`` and write ``out/model.pt``.
 
     ``text_encoder``: a ``model.pt`` of another run whose fixed text encoder is reused (the
-    embedding stage is skipped), so that variants compare on one φ. Returns the config.
+    embedding stage is skipped), so that variants compare on one φ. ``lr`` is the Adam step
+    size of G and S, ``lr_d`` that of D (default: ``lr``). Returns the config.
     """
     from ..train import Trainer, atomic_save, seed_everything as train_seed
     cfg = default_config(**config)
@@ -214,7 +216,8 @@ def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: 
         tr.step("G", loss_g)
         return {"loss_d": loss_d, "loss_g": loss_g}
 
-    fit(Trainer({"G": g, "D": d}, {"D": _adam(d.parameters(), lr), "G": _adam(g.parameters(), lr)}, gan_step,
+    gan_opts = {"D": _adam(d.parameters(), lr if lr_d is None else lr_d), "G": _adam(g.parameters(), lr)}
+    fit(Trainer({"G": g, "D": d}, gan_opts, gan_step,
                 out_dir=os.path.join(out, "gan"), sample_fn=lambda tr: g(fixed_z, txt(fixed_ids, fixed_len)),
                 sample_every=sample_every, sample_range=(-1.0, 1.0), **common), steps)
     g.eval().requires_grad_(False)
@@ -415,7 +418,8 @@ def evaluate(checkpoint: str, judge_checkpoint: str, *, n: int = 600, seed: int 
     phi = torch.cat([nets["text"].embed(other[i:i + 256]) for i in range(0, len(z), 256)])
     moved = torch.cat([nets["G"](nets["S"](test["image"][i:i + 256].to(device)), phi[i:i + 256])
                        for i in range(0, len(z), 256)])
-    res["style/transfer_background_acc"] = (_predict(judge, moved)["background"] == test["background"]).float().mean().item()
+    kept = _predict(judge, moved)["background"] == test["background"]
+    res["style/transfer_background_acc"] = kept.float().mean().item()
     res["style/transfer_background_chance"] = 1.0 / judge.heads["background"].out_features
     return res
 
@@ -438,7 +442,8 @@ def register(sub):
     t.add_argument("--train-size", type=int, default=6000, help="shapes-world training images (default: 6000)")
     t.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size (default: 32)")
     t.add_argument("--width", type=int, default=32, help="ngf = ndf (default: 32)")
-    t.add_argument("--lr", type=float, default=2e-4, help="Adam step size of G, D and S (default: 2e-4)")
+    t.add_argument("--lr", type=float, default=2e-4, help="Adam step size of G and S (default: 2e-4)")
+    t.add_argument("--lr-d", type=float, default=None, help="Adam step size of D (default: --lr)")
     t.add_argument("--text-encoder", default=None, help="reuse the fixed text encoder of this model.pt")
     t.add_argument("--sample-every", type=int, default=500, help="sample grid every N GAN steps (default: 500)")
     t.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
@@ -486,7 +491,7 @@ def _train_cli(args):
               batch_size=args.batch_size, width=args.width, train_size=args.train_size)
     data = shapes_split("train", image_size=args.size, n=args.train_size, seed=args.seed)
     train(args.out, data=data, steps=args.steps, embed_steps=args.embed_steps, style_steps=args.style_steps,
-          batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=resolve_device(args.device),
+          batch_size=args.batch_size, lr=args.lr, lr_d=args.lr_d, seed=args.seed, device=resolve_device(args.device),
           resume=args.resume, text_encoder=args.text_encoder, sample_every=args.sample_every,
           checkpoint_every=args.checkpoint_every, variant=args.variant, image_size=args.size,
           ngf=args.width, ndf=args.width)

@@ -389,7 +389,8 @@ def pairwise_auc(vectors: torch.Tensor, labels: torch.Tensor) -> float:
     vectors: (N, D), labels: (N,). AUC = P(sim(same pair) > sim(different pair)), ties ½.
     """
     if vectors.dim() != 2 or labels.shape != (vectors.shape[0],):
-        raise ValueError(f"vectors must be (N, D) and labels (N,), got {tuple(vectors.shape)} and {tuple(labels.shape)}")
+        raise ValueError(f"vectors must be (N, D) and labels (N,), got {tuple(vectors.shape)} and "
+                         f"{tuple(labels.shape)}")
     v = F.normalize(vectors.double(), dim=1)
     sim = v @ v.t()
     iu = torch.triu_indices(len(v), len(v), 1)
