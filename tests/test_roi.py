@@ -383,3 +383,53 @@ def test_box_helpers_bad_inputs():
     assert_raises_naming(ValueError, "deltas", B.apply_box_transform, torch.zeros(3, 4), torch.zeros(3, 3))
     assert_raises_naming(ValueError, "weights", B.apply_box_transform, torch.zeros(3, 4), torch.zeros(3, 4),
                          weights=(1.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- CUDA only
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_no_worse_than_peer(device, dtype):
+    # Low precision: our error against float64 is at most twice the peer's own in that dtype.
+    x = torch.randn(2, 16, 12, 15, device=device)
+    rois = make_rois(24, 2, 12, 15, device=device)
+    x_lp, rois_lp = x.to(dtype), rois.to(dtype)
+    x64, rois64 = x_lp.double(), rois_lp.double()
+    cases = [(lambda a, r: ops.roi_bilinear(a, r, (4, 6)), lambda a, r: ref.roi_bilinear(a, r, (4, 6)))]
+    if dtype == torch.float16:  # torchvision's CUDA roi_align has no bfloat16 kernel
+        cases.append((lambda a, r: ops.roi_align(a, r, 5, 1.0, 2, True),
+                      lambda a, r: torchvision.ops.roi_align(a, r, 5, 1.0, 2, True)))
+    for ours, peer in cases:
+        truth = peer(x64, rois64)
+        err = (ours(x_lp, rois_lp).double() - truth).abs().max()
+        peer_err = (peer(x_lp, rois_lp).double() - truth).abs().max()
+        assert err <= 2 * peer_err, f"{dtype}: error {err:.3g} vs the peer's {peer_err:.3g}"
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+def test_cuda_deterministic_backward(device):
+    x = torch.randn(2, 37, 11, 13, dtype=torch.float64, device=device)
+    rois = make_rois(40, 2, 11, 13, device=device, max_wh=1.0)
+    go = torch.randn(40, 37, 3, 4, dtype=torch.float64, device=device)
+
+    def grads():
+        xa = x.clone().requires_grad_()
+        ops.roi_align(xa, rois, (3, 4), 1.0, -1).backward(go)
+        xb, rb = x.clone().requires_grad_(), rois.clone().requires_grad_()
+        ops.roi_bilinear(xb, rb, (3, 4)).backward(go)
+        return xa.grad, xb.grad, rb.grad
+
+    default = grads()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = grads(), grads()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b, c in zip(first, second, default):
+        assert torch.equal(a, b)
+        assert_close(a, c)
+    cpu = [g.cpu() for g in default]
+    xa = x.cpu().clone().requires_grad_()
+    ops.roi_align(xa, rois.cpu(), (3, 4), 1.0, -1).backward(go.cpu())
+    assert_close(xa.grad, cpu[0])

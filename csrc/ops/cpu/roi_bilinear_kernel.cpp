@@ -84,10 +84,19 @@ at::Tensor roi_bilinear_backward_input_cpu(const at::Tensor& grad, const at::Ten
   return gi;
 }
 
+// sum_i a[i] * b[i], with four vector accumulators (a fixed summation order).
 template <typename T>
 inline T dot(const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+  using V = typename roi::Vec<T>::type;
+  constexpr int64_t L = roi::Vec<T>::kLanes;
+  V acc[4] = {V{}, V{}, V{}, V{}};
+  int64_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L)
+    for (int64_t v = 0; v < 4; ++v) acc[v] += roi::vload(a + i + v * L) * roi::vload(b + i + v * L);
+  const V sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
   T s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  for (int64_t j = 0; j < L; ++j) s += sum[j];
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 

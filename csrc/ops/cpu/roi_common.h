@@ -25,6 +25,27 @@
 namespace fastpapers {
 namespace roi {
 
+// 32-byte SIMD vector of T (GCC/Clang vector extension: one AVX register where AVX is on,
+// two SSE registers otherwise). Fixed-size blocks of these keep accumulators in registers,
+// which the auto-vectoriser does not do for a plain array.
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(T));
+};
+
+template <typename T>
+inline typename Vec<T>::type vload(const T* p) {
+  typename Vec<T>::type v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void vstore(T* p, typename Vec<T>::type v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
 // One axis of a ROI's separable stencil: for each output index p, the input indices and
 // weights in idx/w[start[p] .. start[p+1]).
 template <typename T>
@@ -85,30 +106,47 @@ inline void axpy(T* __restrict__ acc, const T* __restrict__ src, T w, int64_t n)
   for (int64_t c = 0; c < n; ++c) acc[c] += w * src[c];
 }
 
-// Forward for one ROI: tile[(ph * ow + pw) * C + c] = scale * sum_r sum_c' wr wc img[r, c', c]
-// with img the ROI's image in channels-last layout [H, W, C].
+// Forward for one ROI: out[c * oh * ow + ph * ow + pw] = scale * sum_r sum_q wr wq img[r, q, c]
+// with img the ROI's image in channels-last layout [H, W, C]. Channels go in blocks of one
+// fixed-size accumulator that fits in 8 AVX registers; a block's outputs for all bins, CB rows
+// of oh*ow values, stay in L1 while the bins are visited, so the [C, bins] output is written
+// in place without a separate transpose.
 template <typename T>
 void gather_roi(const T* __restrict__ img, int64_t W, int64_t C, const Axis<T>& ya, const Axis<T>& xa,
-                int64_t oh, int64_t ow, T scale, T* __restrict__ tile) {
-  for (int64_t ph = 0; ph < oh; ++ph) {
-    for (int64_t pw = 0; pw < ow; ++pw) {
-      T* acc = tile + (ph * ow + pw) * C;
-      std::fill(acc, acc + C, T(0));
-      for (int64_t r = ya.begin(ph); r < ya.end(ph); ++r) {
-        const T wr = ya.w[r] * scale;
-        const T* row = img + ya.idx[r] * W * C;
-        for (int64_t q = xa.begin(pw); q < xa.end(pw); ++q) axpy(acc, row + xa.idx[q] * C, wr * xa.w[q], C);
+                int64_t oh, int64_t ow, T scale, T* __restrict__ out) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t L = Vec<T>::kLanes, NV = 8, CB = NV * L;
+  const int64_t bins = oh * ow;
+  for (int64_t c0 = 0; c0 < C; c0 += CB) {
+    const int64_t cw = std::min(CB, C - c0);
+    for (int64_t ph = 0; ph < oh; ++ph) {
+      for (int64_t pw = 0; pw < ow; ++pw) {
+        alignas(32) T a[CB];
+        if (cw == CB) {
+          V acc[NV];
+          for (int64_t v = 0; v < NV; ++v) acc[v] = V{};
+          for (int64_t r = ya.begin(ph); r < ya.end(ph); ++r) {
+            const T wr = ya.w[r] * scale;
+            const T* row = img + ya.idx[r] * W * C + c0;
+            for (int64_t q = xa.begin(pw); q < xa.end(pw); ++q) {
+              const V w = V{} + wr * xa.w[q];
+              const T* src = row + xa.idx[q] * C;
+              for (int64_t v = 0; v < NV; ++v) acc[v] += w * vload(src + v * L);
+            }
+          }
+          for (int64_t v = 0; v < NV; ++v) vstore(a + v * L, acc[v]);
+        } else {
+          std::fill(a, a + cw, T(0));
+          for (int64_t r = ya.begin(ph); r < ya.end(ph); ++r) {
+            const T wr = ya.w[r] * scale;
+            const T* row = img + ya.idx[r] * W * C + c0;
+            for (int64_t q = xa.begin(pw); q < xa.end(pw); ++q) axpy(a, row + xa.idx[q] * C, wr * xa.w[q], cw);
+          }
+        }
+        T* o = out + c0 * bins + ph * ow + pw;
+        for (int64_t j = 0; j < cw; ++j) o[j * bins] = a[j];
       }
     }
-  }
-}
-
-// out[c * bins + b] = tile[b * C + c]: the ROI's output in the contiguous [C, oh, ow] layout.
-template <typename T>
-inline void store_transposed(const T* __restrict__ tile, int64_t C, int64_t bins, T* __restrict__ out) {
-  for (int64_t c = 0; c < C; ++c) {
-    T* o = out + c * bins;
-    for (int64_t b = 0; b < bins; ++b) o[b] = tile[b * C + c];
   }
 }
 
@@ -132,13 +170,11 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, int64_t oh, 
   const int64_t bins = oh * ow;
   at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
     Axis<T> ya, xa;
-    std::vector<T> tile(bins * C);
     for (int64_t k = k0; k < k1; ++k) {
       const T* roi = rp + 5 * k;
       const int64_t n = static_cast<int64_t>(roi[0]);
       const T scale = make_axes(roi, ya, xa);
-      gather_roi(x + n * H * W * C, W, C, ya, xa, oh, ow, scale, tile.data());
-      store_transposed(tile.data(), C, bins, o + k * C * bins);
+      gather_roi(x + n * H * W * C, W, C, ya, xa, oh, ow, scale, o + k * C * bins);
     }
   });
   return out;
@@ -160,9 +196,10 @@ at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& rois, int64_
   const T* gp = gc.data_ptr<T>();
   std::vector<std::vector<int64_t>> per_image(N);
   for (int64_t k = 0; k < K; ++k) per_image[batch_index(rp + 5 * k, N, op)].push_back(k);
-  // 32 channels of float (one 128-byte line per pixel) keep a task's accumulator,
-  // H*W*32 values, within L2 for feature maps up to ~64x64.
-  constexpr int64_t CB = 32;
+  // 128 bytes of channels per pixel (32 float, 16 double: 4 vectors, held in registers for a
+  // bin's gradient) keep a task's accumulator, H*W*128 bytes, within L2 for maps up to ~64x64.
+  using V = typename Vec<T>::type;
+  constexpr int64_t L = Vec<T>::kLanes, NV = 4, CB = NV * L;
   const int64_t nblk = (C + CB - 1) / CB;
   T* out = gi.data_ptr<T>();
   at::parallel_for(0, N * nblk, 1, [&](int64_t t0, int64_t t1) {
@@ -178,10 +215,24 @@ at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& rois, int64_
         for (int64_t ph = 0; ph < oh; ++ph) {
           for (int64_t pw = 0; pw < ow; ++pw) {
             const T* g = gt.data() + (ph * ow + pw) * CB;
-            for (int64_t r = ya.begin(ph); r < ya.end(ph); ++r) {
-              T* row = acc.data() + ya.idx[r] * W * CB;
-              const T wr = ya.w[r];
-              for (int64_t q = xa.begin(pw); q < xa.end(pw); ++q) axpy(row + xa.idx[q] * CB, g, wr * xa.w[q], cw);
+            if (cw == CB) {
+              V gv[NV];
+              for (int64_t v = 0; v < NV; ++v) gv[v] = vload(g + v * L);
+              for (int64_t r = ya.begin(ph); r < ya.end(ph); ++r) {
+                T* row = acc.data() + ya.idx[r] * W * CB;
+                const T wr = ya.w[r];
+                for (int64_t q = xa.begin(pw); q < xa.end(pw); ++q) {
+                  const V w = V{} + wr * xa.w[q];
+                  T* dst = row + xa.idx[q] * CB;
+                  for (int64_t v = 0; v < NV; ++v) vstore(dst + v * L, vload(dst + v * L) + w * gv[v]);
+                }
+              }
+            } else {
+              for (int64_t r = ya.begin(ph); r < ya.end(ph); ++r) {
+                T* row = acc.data() + ya.idx[r] * W * CB;
+                const T wr = ya.w[r];
+                for (int64_t q = xa.begin(pw); q < xa.end(pw); ++q) axpy(row + xa.idx[q] * CB, g, wr * xa.w[q], cw);
+              }
             }
           }
         }

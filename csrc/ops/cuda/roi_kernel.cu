@@ -419,7 +419,7 @@ at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& rois, double 
   at::Tensor r = rois.contiguous();
   const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_forward_cuda", [&] {
     roi_forward_kernel<scalar_t, kAlign><<<grid, kThreads, 0, stream>>>(
         x.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, C, H, W, oh, ow, scale,
         sampling_ratio, aligned);
@@ -443,7 +443,7 @@ at::Tensor backward_input_cuda(const at::Tensor& grad, const at::Tensor& rois, d
   if (at::globalContext().deterministicAlgorithms()) {
     at::Tensor gT = grad.permute({0, 2, 3, 1}).contiguous();
     at::Tensor buf = at::empty({N, H, W, C}, grad.options());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), op, [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_backward_input_cuda", [&] {
       roi_backward_gather_kernel<scalar_t, kAlign><<<blocks_for(buf.numel()), kThreads, 0, stream>>>(
           gT.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), buf.data_ptr<scalar_t>(), N, C, H, W, K, oh, ow, scale,
           sampling_ratio, aligned);
@@ -454,7 +454,7 @@ at::Tensor backward_input_cuda(const at::Tensor& grad, const at::Tensor& rois, d
   at::Tensor g = grad.contiguous();
   at::Tensor buf = at::zeros({N, H, W, C}, grad.options().dtype(at::toOpMathType(grad.scalar_type())));
   const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), op, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_backward_input_cuda", [&] {
     roi_backward_scatter_kernel<scalar_t, kAlign><<<grid, kThreads, 0, stream>>>(
         g.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), buf.data_ptr<at::opmath_type<scalar_t>>(), N, C, H, W, oh,
         ow, scale, sampling_ratio, aligned);
