@@ -72,7 +72,8 @@ def _run(out, steps, *, resume=False, crash_at=None, sample=False, seed_model=1,
                  schedulers=scheds, grad_clip=0.5, log_every=100, checkpoint_every=500, sample_fn=sample_fn,
                  sample_every=sample_every, progress=False, device=device, amp=amp)
     tr.fit(steps, resume=resume)
-    return {f"{n}.{k}": v.detach().cpu().clone() for n, m in (("body", body), ("head", head)) for k, v in m.state_dict().items()}
+    return {f"{n}.{k}": v.detach().cpu().clone()
+            for n, m in (("body", body), ("head", head)) for k, v in m.state_dict().items()}
 
 
 def _records(out):
