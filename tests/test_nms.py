@@ -161,6 +161,9 @@ def _adversarial(kind, g):
         b = random_boxes(1600, size=500.0, max_wh=3.0, generator=g)
         b[::2, 2] += 400.0
         b[1::2, 3] += 400.0
+    elif kind == "some_large":  # 10% large boxes among tiny ones: too many for the big list
+        b = random_boxes(1500, size=600.0, max_wh=8.0, generator=g)
+        b[::10, 2:] += 150.0
     elif kind == "far_apart_huge":  # clusters 1e6 apart: the grid is capped and cells shared
         b = random_boxes(1500, size=60.0, max_wh=20.0, generator=g)
         shift = torch.randint(0, 4, (1500, 1), generator=g).to(torch.float64) * 1e6
@@ -176,8 +179,8 @@ def _adversarial(kind, g):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kind", ["giant_plus_tiny", "one_cell", "wide_thin", "wide_and_tall", "far_apart_huge",
-                                  "degenerate_mix"])
+@pytest.mark.parametrize("kind", ["giant_plus_tiny", "one_cell", "wide_thin", "wide_and_tall", "some_large",
+                                  "far_apart_huge", "degenerate_mix"])
 @pytest.mark.parametrize("thr", [0.0, 0.3, 0.7, 1.0])
 def test_nms_adversarial_layouts(device, kind, thr):
     g = torch.Generator().manual_seed(sum(map(ord, kind)))
