@@ -307,6 +307,8 @@ int64_t dense_sweep(Boxes<T> s, int32_t* rank, int64_t m, T thr, int64_t max_kee
 // copy-per-covered-cell variant held 4x the data (1.6 MB at 20k boxes, past L2) and perf
 // showed its cursor loads missing cache. Measured CPU time at 20k benchmark boxes, thr 0.5:
 // 8.3 ms (torchvision 1343 ms); thr 0: 3.3 ms; thr 1 (nothing suppressed): 11.0 ms.
+// perf shares of the op at 20k: sweep (suppress_blocks) 60%, grid build and cursors 22%,
+// allocations/page faults ~10%, median 5%, gather 3.5%, radix sort 2.5%.
 //
 // Cell side = kCellScale x the median box side (per axis).
 constexpr double kCellScale = 1.0;
@@ -487,7 +489,8 @@ void nms_ranked(Boxes<T> s, int32_t* rank, int64_t n, T thr, int64_t max_keep, u
 // ---------------------------------------------------------------------------------------
 // Stable descending sort of scores (equal scores: lower index first), LSD radix on the
 // order-preserving integer image of the float; 11-bit digits, passes whose digit is the same
-// for every key are skipped. 20k scores: 0.15 ms vs 0.7 ms for at::sort(stable).
+// for every key are skipped (perf at 20k boxes: 2.5% of the op; at::sort(stable) of the
+// same scores alone took 0.7 ms, about 8% of the whole op).
 template <typename T>
 struct KeyOf;
 template <>
