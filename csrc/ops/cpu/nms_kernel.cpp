@@ -375,12 +375,12 @@ bool grid_sweep(const Boxes<T>& s, const int32_t* rank, int64_t n, T thr, int64_
   }
   const int64_t nv = static_cast<int64_t>(ws.size());
   if (nv < 2) return false;
-  // Cells per axis from the median sides, then shrunk together so there are at least ~4
+  // Cells per axis from the median sides, then shrunk together so there are at least ~8
   // boxes per cell (a cell is a run of whole 8-lane blocks; far-apart clusters share cells
   // instead of allocating empty ones).
   const double gx0 = std::max(1.0, std::min((hix - lox) / (kCellScale * median_of(ws)), double(nv)));
   const double gy0 = std::max(1.0, std::min((hiy - loy) / (kCellScale * median_of(hs)), double(nv)));
-  const double shrink = std::max(1.0, std::sqrt(gx0 * gy0 / (nv / 4.0 + 1)));
+  const double shrink = std::max(1.0, std::sqrt(gx0 * gy0 / (nv / 8.0 + 1)));
   Axis ax, ay;
   ax.cells = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(gx0 / shrink)));
   ay.cells = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(gy0 / shrink)));
