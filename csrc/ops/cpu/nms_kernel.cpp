@@ -4,25 +4,26 @@
 //
 // Pipeline (single image): radix-sort the scores (stable, descending) -> gather the boxes into
 // structure-of-arrays buffers in rank order -> greedy sweep. The sweep is either
-//   * a spatial grid: every box is registered in the cells its extent covers; a kept box
-//     tests only the higher-ranked entries of its own cells (each pair in exactly one cell),
-//     plus a short list of "big" boxes that cover too many cells to register; or
-//   * a dense sweep, when the grid would not prune (most boxes big) or the input is tiny:
-//     each kept box tests every later live box, and the live list is compacted as it dies.
-// Both use the same AVX2 pair test, written operation for operation like torchvision's
-// (max/min, clamp at 0, inter / (area_i + area_j - inter) > threshold), so the kept set is
-// bit-identical to torchvision's on every input, not only on typical ones.
+//   * a spatial grid: every box is registered once, in the cell of its (x1, y1) corner; a
+//     kept box scans the higher-ranked entries of the window of cells where an overlapping
+//     box can be anchored (each pair is met once), plus a short list of "big" boxes that span
+//     too many cells to register; or
+//   * a dense sweep, when the grid would not prune (many big boxes) or the input is small
+//     (<= 256 boxes, e.g. one class of one image): each kept box tests every later box, and
+//     the live list is compacted as boxes die.
+// Both use the same pair test, written operation for operation like torchvision's (max/min,
+// clamp at 0, inter / (area_i + area_j - inter) > threshold; AVX2 when compiled with it, a
+// scalar loop otherwise), so the kept set is bit-identical to torchvision's on every input,
+// not only on typical ones.
 //
 // Why the grid is exact: two boxes can only suppress each other when inter > 0, i.e. when
 // max(x1) < min(x2) and max(y1) < min(y2) (strict; touching boxes give inter = 0, and
 // 0 / union is 0 or NaN, never > threshold >= 0). The cell index c(x) = clamp(floor((x - ox)
 // * inv)) is a non-decreasing function of x (double subtraction and multiplication by a
-// positive constant are monotone under rounding), so the point p = max(x1_i, x1_j) lies in
-// [x1, x2] of both boxes and c(p) = max(c(x1_i), c(x1_j)) lies in both boxes' cell ranges;
-// likewise for y. A pair that can overlap therefore shares the cell (max(cx0_i, cx0_j),
-// max(cy0_i, cy0_j)), and the sweep tests it there and only there. Boxes with x2 <= x1 or
-// y2 <= y1 (zero area or inverted) have inter = 0 with every box, so they are always kept
-// and never tested. Pruning only skips pairs whose torchvision IoU is 0 or NaN.
+// positive constant are monotone under rounding), which bounds where an overlapping box can
+// be anchored (the argument is written out at grid_sweep). Boxes with x2 <= x1 or y2 <= y1
+// (zero area or inverted) have inter = 0 with every box, so they are always kept and never
+// tested. Pruning only skips pairs whose torchvision IoU is 0 or NaN.
 //
 // Why the division stays: torchvision compares the float IoU with a double threshold. The
 // division-free form inter > thr * union rounds differently: boxes (0,0,10,10) and (0,0,10,3)
