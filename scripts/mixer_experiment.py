@@ -21,7 +21,7 @@ import torch
 ALGOS = ("xent", "dad", "e2e", "mixer")
 
 
-def one(algo, steps, out, seed):
+def one(algo, steps, out, seed, rl_lr=None):
     from fastpapers.data import AmbiguousTransduction
     from fastpapers.models import mixer as M
 
@@ -36,13 +36,23 @@ def one(algo, steps, out, seed):
     T = model.cfg.max_tgt_len + 1
     xent_steps = steps // 2
     stage_steps = max(1, (steps - xent_steps) // -(-T // 2))
-    M.train(model, train, algo=algo, steps=steps, batch_size=32, lr=3e-3, out_dir=os.path.join(out, algo), seed=seed,
-            xent_steps=xent_steps, delta=2, stage_steps=stage_steps, e2e_k=5, progress=False, log_every=100)
+    name = algo if rl_lr is None else f"{algo}_rl_lr{rl_lr:g}"
+    run_dir = os.path.join(out, name)
+    common = dict(batch_size=32, out_dir=run_dir, seed=seed, delta=2, stage_steps=stage_steps, e2e_k=5,
+                  progress=False, log_every=100)
+    if algo in ("mixer", "xent") and rl_lr is not None:
+        # Same schedule, but the second half (MIXER's REINFORCE stages, from s = T - delta on)
+        # runs at its own learning rate, as a second trainer run. For XENT this is the control:
+        # the same learning-rate drop without REINFORCE.
+        M.train(model, train, algo="xent", steps=xent_steps, lr=3e-3, **{**common, "out_dir": run_dir + "_xent"})
+        M.train(model, train, algo=algo, steps=steps - xent_steps, lr=rl_lr, xent_steps=0, **common)
+    else:
+        M.train(model, train, algo=algo, steps=steps, lr=3e-3, xent_steps=xent_steps, **common)
     train_s = time.perf_counter() - t0
-    res = {"algo": algo, "steps": steps, "train_seconds": train_s,
+    res = {"algo": name, "steps": steps, "train_seconds": train_s,
            "greedy": M.evaluate(model, test, beam_size=1), "beam5": M.evaluate(model, test, beam_size=5)}
-    M.save_model(model, os.path.join(out, algo, "model.pt"), source_vocab=train.vocab, target_vocab=train.vocab)
-    with open(os.path.join(out, algo, "result.json"), "w") as f:
+    M.save_model(model, os.path.join(run_dir, "model.pt"), source_vocab=train.vocab, target_vocab=train.vocab)
+    with open(os.path.join(run_dir, "result.json"), "w") as f:
         json.dump(res, f, indent=2)
     return res
 
@@ -53,9 +63,10 @@ def main():
     p.add_argument("--out", default="runs/mixer_exp")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", default=None, choices=ALGOS)
+    p.add_argument("--rl-lr", type=float, default=None, help="mixer: Adam lr of the REINFORCE stages (xent: of the second half)")
     a = p.parse_args()
     if a.algo:
-        print(json.dumps(one(a.algo, a.steps, a.out, a.seed)))
+        print(json.dumps(one(a.algo, a.steps, a.out, a.seed, a.rl_lr)))
         return
     procs = [subprocess.Popen([sys.executable, __file__, "--algo", algo, "--steps", str(a.steps), "--out", a.out,
                                "--seed", str(a.seed)]) for algo in ALGOS]

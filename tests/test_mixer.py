@@ -221,7 +221,9 @@ def test_parallel_text_training_and_evaluation(tmp_path):
 def test_cli_train_eval_translate(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["mixer", "train", "--algo", "mixer", "--steps", "4", "--size", "64", "--batch-size", "8",
-                "--hidden", "12", "--emb", "8", "--out", str(out)]) == 0
+                "--hidden", "12", "--emb", "8", "--xent-steps", "2", "--rl-lr", "1e-4", "--out", str(out)]) == 0
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["lr/model"] == pytest.approx(1e-4)  # switched at the first REINFORCE stage
     model_path = out / "model.pt"
     assert model_path.is_file() and (out / "metrics.jsonl").is_file()
     assert cli(["mixer", "eval", "--checkpoint", str(model_path), "--size", "20", "--beam", "3",
@@ -238,4 +240,5 @@ def test_cli_train_eval_translate(tmp_path, capsys):
     assert cli(["mixer", "train", "--steps", "0", "--out", str(tmp_path / "x")]) == 2
     assert cli(["mixer", "eval", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert cli(["mixer", "train", "--data", "only_one_file", "--out", str(tmp_path / "y")]) == 2
+    assert cli(["mixer", "train", "--rl-lr", "0", "--out", str(tmp_path / "z")]) == 2
     assert "error" in capsys.readouterr().err

@@ -34,6 +34,8 @@ def register(sub):
     t.add_argument("--delta", type=int, default=2, help="mixer: tokens moved from XENT to REINFORCE per stage")
     t.add_argument("--stage-steps", type=int, default=None, help="mixer: steps per stage (default: spread evenly)")
     t.add_argument("--reward", default="bleu", choices=("bleu", "rouge"), help="REINFORCE reward (default: bleu)")
+    t.add_argument("--rl-lr", type=float, default=None,
+                   help="mixer: learning rate from the first REINFORCE stage on (default: --lr)")
     t.add_argument("--init", default=None, help="start from this model.pt (e.g. a XENT model)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.set_defaults(func=run_train)
@@ -93,6 +95,9 @@ def run_train(args):
 
     _check_positive(steps=args.steps, batch_size=args.batch_size, hidden=args.hidden, emb=args.emb,
                     max_len=args.max_len, delta=args.delta, stage_steps=args.stage_steps)
+    for name, v in (("lr", args.lr), ("rl_lr", args.rl_lr)):
+        if v is not None and not v > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {v}")
     device = resolve_device(args.device)
     seed_everything(args.seed)
     data = _load_data(args, held_out=False)
@@ -111,7 +116,7 @@ def run_train(args):
     stage_steps = args.stage_steps or max(1, (args.steps - xent_steps) // stages)
     last = M.train(model, data, algo=args.algo, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                    out_dir=args.out, seed=args.seed, device=device, reward=args.reward, xent_steps=xent_steps,
-                   delta=args.delta, stage_steps=stage_steps, resume=args.resume)
+                   delta=args.delta, stage_steps=stage_steps, rl_lr=args.rl_lr, resume=args.resume)
     path = M.save_model(model.cpu(), os.path.join(args.out, "model.pt"), source_vocab=src_vocab,
                         target_vocab=tgt_vocab)
     print(f"trained {args.algo} for {args.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))

@@ -31,7 +31,7 @@ gradient by 0.01).
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -344,12 +344,14 @@ def collate_pairs(items, pad_id: int = 0):
 def train(model: MixerModel, data, *, algo: str, steps: int, batch_size: int = 32, lr: float = 3e-3,
           out_dir: str = "runs/mixer", seed: int = 0, device="cpu", reward: str = "bleu", xent_steps: int = 0,
           delta: int = 2, stage_steps: int = 100, dad_max_p: float = 0.25, e2e_k: int = 10,
-          xent_weight: float = 0.5, grad_clip: float = 10.0, eval_fn=None, eval_every: int = 0,
-          resume: bool = False, progress: bool = True, log_every: int = 50) -> Dict[str, float]:
+          xent_weight: float = 0.5, grad_clip: float = 10.0, rl_lr: Optional[float] = None, eval_fn=None,
+          eval_every: int = 0, resume: bool = False, progress: bool = True, log_every: int = 50) -> Dict[str, float]:
     """Train ``model`` on ``data`` (see :func:`collate_pairs`) for ``steps`` steps with the shared
     Trainer. ``algo="mixer"``: XENT for ``xent_steps`` steps, then s = T - delta, T - 2 delta, ...
     each held ``stage_steps`` steps (T = model.cfg.max_tgt_len). ``algo="dad"``: the sampling
-    probability grows linearly to ``dad_max_p`` over the run. Returns the last logged metrics."""
+    probability grows linearly to ``dad_max_p`` over the run. ``rl_lr``: MIXER's learning rate
+    from the first REINFORCE stage on (the ambiguous-transduction runs in docs/results.md only
+    improved over XENT with a smaller step there). Returns the last logged metrics."""
     from ..train import Trainer
 
     if algo not in ALGOS:
@@ -366,6 +368,9 @@ def train(model: MixerModel, data, *, algo: str, steps: int, batch_size: int = 3
         if algo == "mixer":
             kw["xent_steps"] = mixer_schedule(t, xent_epochs=xent_steps, T=cfg.max_tgt_len + 1, delta=delta,
                                               epochs_per_stage=stage_steps)
+            if rl_lr is not None:
+                for group in opt["model"].param_groups:
+                    group["lr"] = lr if t < xent_steps else rl_lr
         loss, logs = sequence_loss(model, batch["source"], batch["target"], algo=algo, reward_fn=reward_fn,
                                    refs=batch["references"], dad_p=dad_probability(t, steps, dad_max_p),
                                    e2e_k=e2e_k, xent_weight=xent_weight, **kw)
