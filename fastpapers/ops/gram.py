@@ -202,6 +202,24 @@ def _register():
 
     torch.library.register_autograd(lib + "gram_matrix", gram_backward, setup_context=gram_setup)
 
+    # Double backward. gram_matrix_backward is s (g + g^T) X, linear in g and in X.
+    def gram_bwd_setup(ctx, inputs, output):
+        grad, x, scale = inputs
+        ctx.scale = scale
+        ctx.save_for_backward(grad, x)
+
+    def gram_bwd_backward(ctx, u):
+        grad, x = ctx.saved_tensors
+        b, c = x.shape[:2]
+        u3, x3 = u.reshape(b, c, -1), x.reshape(b, c, -1)
+        uxt = torch.bmm(u3, x3.transpose(1, 2))
+        dgrad = (uxt + uxt.transpose(1, 2)) * ctx.scale
+        dx = torch.bmm((grad + grad.transpose(1, 2)) * ctx.scale, u3).view(x.shape)
+        return dgrad, dx, None
+
+    torch.library.register_autograd(lib + "gram_matrix_backward", gram_bwd_backward,
+                                    setup_context=gram_bwd_setup)
+
     def loss_setup(ctx, inputs, output):
         features, targets, scales, weights = inputs
         _, diffs = output
@@ -245,6 +263,31 @@ def _register():
         return list(dfeat), dtarget, None, None
 
     torch.library.register_autograd(lib + "style_loss", loss_backward, setup_context=loss_setup)
+
+    # Double backward. style_loss_backward is out_l = grad * c_l * D_l F_l; the gradient
+    # reaching D_l flows back into style_loss through its diffs output.
+    def loss_bwd_setup(ctx, inputs, output):
+        grad, features, diffs, coefs = inputs
+        ctx.n, ctx.coefs = len(features), list(coefs)
+        ctx.save_for_backward(grad, *features, *diffs)
+
+    def loss_bwd_backward(ctx, grad_outs):
+        n = ctx.n
+        saved = ctx.saved_tensors
+        grad, features, diffs = saved[0], saved[1:1 + n], saved[1 + n:]
+        dgrad = torch.zeros_like(grad)
+        dfeat, ddiff = [], []
+        for f, d, c, u in zip(features, diffs, ctx.coefs, grad_outs):
+            b, ch = f.shape[:2]
+            f3 = f.reshape(b, ch, -1)
+            u3 = torch.zeros_like(f3) if u is None else u.reshape(b, ch, -1).to(f3.dtype)
+            dgrad = dgrad + c * (torch.bmm(d.to(f3.dtype), f3) * u3).sum().to(grad.dtype)
+            dfeat.append((torch.bmm(d.transpose(1, 2).to(f3.dtype), u3) * (grad * c)).view(f.shape))
+            ddiff.append((torch.bmm(u3, f3.transpose(1, 2)) * (grad * c)).to(d.dtype))
+        return dgrad, dfeat, ddiff, None
+
+    torch.library.register_autograd(lib + "style_loss_backward", loss_bwd_backward,
+                                    setup_context=loss_bwd_setup)
 
     from .. import kernels
     if kernels.HAS_TRITON:

@@ -24,12 +24,13 @@ int64_t row_blocks(int64_t c) {
   return 1;
 }
 
-// out[i, j] = sum_k x[i, k] x[j, k] for j >= i (x: [C, N] contiguous, out: [C, C]).
-// The strictly lower part of out is left unwritten.
+// out[b, i, j] = sum_k x[b, i, k] x[b, j, k] for j >= i (x: [B, C, N] contiguous, out:
+// [B, C, C]). The strictly lower part of out is left unwritten. One batched product per row
+// block keeps the number of BLAS calls (and their thread start-ups) independent of B.
 void upper_gram(const at::Tensor& x, at::Tensor& out) {
-  const int64_t c = x.size(0);
-  if (c == 0) return;
-  if (x.size(1) == 0) {
+  const int64_t c = x.size(1);
+  if (c == 0 || x.size(0) == 0) return;
+  if (x.size(2) == 0) {
     out.zero_();
     return;
   }
@@ -38,8 +39,8 @@ void upper_gram(const at::Tensor& x, at::Tensor& out) {
   bs = std::min(c, (bs + 15) / 16 * 16);  // multiples of the BLAS micro-tile width
   for (int64_t i = 0; i < c; i += bs) {
     const int64_t rows = std::min(bs, c - i);
-    at::Tensor o = out.narrow(0, i, rows).narrow(1, i, c - i);
-    at::mm_out(o, x.narrow(0, i, rows), x.narrow(0, i, c - i).t());
+    at::Tensor o = out.narrow(1, i, rows).narrow(2, i, c - i);
+    at::bmm_out(o, x.narrow(1, i, rows), x.narrow(1, i, c - i).transpose(1, 2));
   }
 }
 
@@ -88,10 +89,7 @@ at::Tensor gram_matrix_cpu(const at::Tensor& x, double scale) {
   at::Tensor xf = as_bcn(x);
   const int64_t b = xf.size(0), c = xf.size(1);
   at::Tensor g = at::empty({b, c, c}, xf.options());
-  for (int64_t i = 0; i < b; ++i) {
-    at::Tensor gi = g.select(0, i);
-    upper_gram(xf.select(0, i), gi);
-  }
+  upper_gram(xf, g);
   if (xf.size(2) == 0) return g.zero_();
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gram_matrix_cpu", [&] {
     scalar_t* p = g.data_ptr<scalar_t>();
@@ -131,10 +129,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> style_loss_cpu(at::TensorList fe
     const int64_t a_stride = a.dim() == 3 ? c * c : 0;
     at::Tensor d = at::empty({b, c, c}, f.options());
     double layer = 0.0;
-    for (int64_t i = 0; i < b; ++i) {
-      at::Tensor di = d.select(0, i);
-      upper_gram(f.select(0, i), di);
-    }
+    upper_gram(f, d);
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "style_loss_cpu", [&] {
       scalar_t* pd = d.data_ptr<scalar_t>();
       const scalar_t* pa = a.data_ptr<scalar_t>();
