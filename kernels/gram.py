@@ -13,6 +13,8 @@ Half precision: both factors are multiplied by sqrt(scale) = 1/sqrt(n) before th
 unscaled sum that overflows fp16 (pytorch/pytorch#3651) never exists. Accumulation is fp32
 (fp64 for double inputs); D and the partial sums are fp32 for half inputs.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -55,25 +57,28 @@ def _gram_tile_kernel(X, A, OUT, PART, TI, TJ, C, N, num_tiles,
     valid = (rows[:, None] < C) & (cols[None, :] < C)
     off = rows[:, None] * C + cols[None, :]
     mirror_off = cols[None, :] * C + rows[:, None]
-    # Diagonal tiles hold both (r, c) and (c, r): they store once and count each entry once.
+    # Diagonal tiles hold both (r, c) and (c, r): they keep r <= c and mirror it, so the
+    # result is exactly symmetric, and count each entry of the full matrix once.
     off_diag = ti != tj
+    upper = valid & (off_diag | (rows[:, None] <= cols[None, :]))
+    strict = valid & (off_diag | (rows[:, None] < cols[None, :]))
+    on_diag = valid & (rows[:, None] == cols[None, :])
     ob = OUT + b * stride_ob
     if HAS_TARGET:
         ab = A + b * stride_ab
         a1 = tl.load(ab + off, mask=valid, other=0.0).to(acc.dtype)
         a2 = tl.load(ab + mirror_off, mask=valid, other=0.0).to(acc.dtype)
-        d1 = tl.where(valid, acc - a1, 0.0)
-        d2 = tl.where(valid, acc - a2, 0.0)
-        part = tl.sum(tl.sum(d1 * d1, axis=1), axis=0)
-        part += tl.where(off_diag, tl.sum(tl.sum(d2 * d2, axis=1), axis=0), 0.0)
-        tl.store(PART + b * num_tiles + t, part)
+        d1 = acc - a1  # entry (r, c) of scale*G - A
+        d2 = acc - a2  # entry (c, r), from the same product
+        sq = tl.where(strict, d1 * d1 + d2 * d2, 0.0) + tl.where(on_diag, d1 * d1, 0.0)
+        tl.store(PART + b * num_tiles + t, tl.sum(tl.sum(sq, axis=1), axis=0))
         d = ((d1 + d2) * 0.5).to(OUT.dtype.element_ty)
-        tl.store(ob + off, d, mask=valid)
-        tl.store(ob + mirror_off, d, mask=valid & off_diag)
+        tl.store(ob + off, d, mask=upper)
+        tl.store(ob + mirror_off, d, mask=strict)
     else:
         g = acc.to(OUT.dtype.element_ty)
-        tl.store(ob + off, g, mask=valid)
-        tl.store(ob + mirror_off, g, mask=valid & off_diag)
+        tl.store(ob + off, g, mask=upper)
+        tl.store(ob + mirror_off, g, mask=strict)
 
 
 def _upper_tiles(n_blocks, device):
@@ -83,8 +88,8 @@ def _upper_tiles(n_blocks, device):
 
 def _launch(x, scale, target, block_c, block_k, num_warps):
     b, c = x.shape[:2]
-    x3 = x.reshape(b, c, -1).contiguous()
-    n = x3.shape[2]
+    n = math.prod(x.shape[2:])
+    x3 = x.reshape(b, c, n).contiguous()
     half = x.dtype in HALF_DTYPES
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     out_dtype = x.dtype if target is None or not half else torch.float32

@@ -9,6 +9,16 @@ from fastpapers.reference import gram as ref
 from tests.utils import DEVICES, assert_close, assert_raises_naming, tol
 
 NORMS = ["chw", "hw", "none"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tensors are tiny: an OpenMP team start per op costs more than the op, and a lot
+    # more on a loaded machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 REDS = ["mean", "sum"]
 
 
@@ -185,7 +195,8 @@ def test_torch_compile_parity():
     got = compiled(*feats, *targets)
     want = f(*feats, *targets)
     assert_close(got, want)
-    assert_close(torch.autograd.grad(got, feats), torch.autograd.grad(want, feats))
+    for a, e in zip(torch.autograd.grad(got, feats), torch.autograd.grad(want, feats)):
+        assert_close(a, e)
 
 
 def test_bad_inputs():
@@ -242,20 +253,20 @@ def test_triton_gram_loss_launcher(batched):
 
 
 def test_triton_fp16_large_activations_do_not_overflow():
-    # Activations of a few hundred over 4096 positions: the unscaled fp16 sum X X^T is far
+    # Activations up to 1200 over 1024 positions: the unscaled fp16 sum X X^T is far
     # past 65504 (pytorch/pytorch#3651), the prescaled product is not.
-    b, c, n = 1, 20, 4096
-    x = (torch.rand(b, c, n, dtype=torch.float64) * 600).half()
+    b, c, n = 1, 20, 1024
+    x = (torch.rand(b, c, n, dtype=torch.float64) * 1200).half()
     x64 = x.double()
     want = ref.gram_matrix(x64, "chw")
     naive = torch.bmm(x.float(), x.float().transpose(1, 2)).half()
     assert torch.isinf(naive).any()  # what an fp16 bmm + division produces
-    got = K.gram(x, 1.0 / (c * n), block_c=16, block_k=32)
+    got = K.gram(x, 1.0 / (c * n), block_c=16, block_k=64)
     assert got.dtype == torch.float16 and torch.isfinite(got).all()
-    # Error at most twice that of rounding the exact result to fp16, plus the fp16 tolerance.
+    # Within the fp16 tolerance of the float64 result.
     assert_close(got.double(), want, torch.float16)
     a = (want[0] * 0.5).half()
-    total, d = K.gram_loss(x, 1.0 / (c * n), a, block_c=16, block_k=32)
+    total, d = K.gram_loss(x, 1.0 / (c * n), a, block_c=16, block_k=64)
     assert total.dtype == torch.float32 and d.dtype == torch.float32
     assert math.isfinite(total.item())
     want_total = ((want - a.double()) ** 2).sum()

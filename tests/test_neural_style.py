@@ -8,6 +8,15 @@ from fastpapers.models import neural_style as ns
 from fastpapers.reference import gram as ref
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small images: an OpenMP team start per op costs more than the op on a loaded machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def net():
     return ns.load_vgg(pooling="avg")
@@ -62,7 +71,7 @@ def test_style_transfer_quality(net):
     # Small image, white-noise init (the paper), L-BFGS.
     content = ns.load_image("skimage:astronaut", 48)
     style = ns.load_image("skimage:brick", 48)
-    cfg = ns.StyleConfig(size=48, iters=40, init="noise", seed=0)
+    cfg = ns.StyleConfig(size=48, iters=20, init="noise", seed=0)
     out = ns.stylize(content, [style], cfg, net=net)
     assert out.shape == content.shape and 0 <= out.min() and out.max() <= 1
     first, last = cfg.history[0]["style"], cfg.history[-1]["style"]
@@ -101,7 +110,7 @@ def test_original_colors_keeps_content_chroma():
               (ns.yiq_to_rgb(torch.cat([yiq_r[:1], yiq_c[1:]])) <= 1)).all(0)
     torch.testing.assert_close(yiq_out[1:, inside], yiq_c[1:, inside], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(yiq_out[0, inside], yiq_r[0, inside], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ns.yiq_to_rgb(ns.rgb_to_yiq(content)), content, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(ns.yiq_to_rgb(ns.rgb_to_yiq(content)), content)
 
 
 def test_style_targets_use_the_fused_gram(net):

@@ -228,14 +228,18 @@ def load_image(spec: str, size: Optional[int] = None) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
 
 
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                           dtype=torch.float64)
+# The exact inverse, so that converting there and back changes nothing.
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
 def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
-    m = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    return torch.einsum("ij,...jhw->...ihw", m, x)
+    return torch.einsum("ij,...jhw->...ihw", _RGB_TO_YIQ.to(x), x)
 
 
 def yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    m = x.new_tensor([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]])
-    return torch.einsum("ij,...jhw->...ihw", m, x)
+    return torch.einsum("ij,...jhw->...ihw", _YIQ_TO_RGB.to(x), x)
 
 
 def original_colors(content: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
@@ -373,7 +377,7 @@ def stylize(content: torch.Tensor, styles: Sequence[torch.Tensor], cfg: Optional
         opt.zero_grad()
         terms = model.losses(x)
         terms["total"].backward()
-        last.update({k: float(v) for k, v in terms.items()})
+        last.update({k: float(v.detach()) for k, v in terms.items()})
         return terms["total"]
 
     bar = None

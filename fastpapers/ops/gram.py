@@ -211,7 +211,8 @@ def _register():
     def gram_bwd_backward(ctx, u):
         grad, x = ctx.saved_tensors
         b, c = x.shape[:2]
-        u3, x3 = u.reshape(b, c, -1), x.reshape(b, c, -1)
+        x3 = x.reshape(b, c, math.prod(x.shape[2:]))
+        u3 = u.reshape(x3.shape)
         uxt = torch.bmm(u3, x3.transpose(1, 2))
         dgrad = (uxt + uxt.transpose(1, 2)) * ctx.scale
         dx = torch.bmm((grad + grad.transpose(1, 2)) * ctx.scale, u3).view(x.shape)
@@ -279,8 +280,8 @@ def _register():
         dfeat, ddiff = [], []
         for f, d, c, u in zip(features, diffs, ctx.coefs, grad_outs):
             b, ch = f.shape[:2]
-            f3 = f.reshape(b, ch, -1)
-            u3 = torch.zeros_like(f3) if u is None else u.reshape(b, ch, -1).to(f3.dtype)
+            f3 = f.reshape(b, ch, math.prod(f.shape[2:]))
+            u3 = torch.zeros_like(f3) if u is None else u.reshape(f3.shape).to(f3.dtype)
             dgrad = dgrad + c * (torch.bmm(d.to(f3.dtype), f3) * u3).sum().to(grad.dtype)
             dfeat.append((torch.bmm(d.transpose(1, 2).to(f3.dtype), u3) * (grad * c)).view(f.shape))
             ddiff.append((torch.bmm(u3, f3.transpose(1, 2)) * (grad * c)).to(d.dtype))
@@ -305,7 +306,7 @@ def _register_cuda():
     def _(grad, x, scale):
         b, c = x.shape[:2]
         sym = (grad + grad.transpose(1, 2)) * scale
-        return torch.bmm(sym, x.reshape(b, c, -1)).view(x.shape)
+        return torch.bmm(sym, x.reshape(b, c, math.prod(x.shape[2:]))).view(x.shape)
 
     @torch.library.impl("fastpapers::style_loss", "CUDA")
     def _(features, targets, scales, weights):
@@ -324,7 +325,7 @@ def _register_cuda():
             b, ch = f.shape[:2]
             # The single product runs in the features' dtype (tensor cores for half).
             e = (d * (grad * c)).to(f.dtype)
-            out.append(torch.bmm(e, f.reshape(b, ch, -1)).view(f.shape))
+            out.append(torch.bmm(e, f.reshape(b, ch, math.prod(f.shape[2:]))).view(f.shape))
         return out
 
 

@@ -1,5 +1,6 @@
 """Pure-PyTorch Gram matrix and style loss: the oracle and benchmark baseline (torch.bmm +
 F.mse_loss, as in pytorch/examples' fast_neural_style and jcjohnson's GramMatrix.lua)."""
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -20,7 +21,7 @@ def gram_scale(x: torch.Tensor, normalize: str) -> float:
 
 def gram_matrix(x: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
     b, c = x.shape[:2]
-    f = x.reshape(b, c, -1)
+    f = x.reshape(b, c, math.prod(x.shape[2:]))
     return torch.bmm(f, f.transpose(1, 2)) * gram_scale(x, normalize)
 
 

@@ -81,7 +81,10 @@ double diff_mirror(T* g, const T* a, int64_t c, T scale) {
 
 at::Tensor as_bcn(const at::Tensor& x) {
   TORCH_CHECK(x.dim() >= 3, "gram: features must be [B, C, H, W] (or [B, C, N]), got ", x.sizes());
-  return x.reshape({x.size(0), x.size(1), -1}).contiguous();
+  // The spatial size is explicit: reshape cannot infer -1 when the batch or C is empty.
+  int64_t n = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) n *= x.size(d);
+  return x.reshape({x.size(0), x.size(1), n}).contiguous();
 }
 
 at::Tensor gram_matrix_cpu(const at::Tensor& x, double scale) {
