@@ -13,7 +13,7 @@ def run(out_dir, *, device, seed):
     content = ns.load_image("skimage:astronaut")
     style = ns.load_image("skimage:brick")
     # Starting from the content image shows the style arriving within a few iterations.
-    cfg = ns.StyleConfig(size=128, iters=10, init="content", style_weight=1000.0, seed=seed)
+    cfg = ns.StyleConfig(size=128, iters=8, init="content", style_weight=1000.0, seed=seed)
     net = ns.load_vgg()
     out = ns.stylize(content, [style], cfg, net=net, device=device)
     first, last = cfg.history[0], cfg.history[-1]
