@@ -101,8 +101,8 @@ def style_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
     Example:
         >>> import torch, fastpapers.ops as ops
         >>> f = torch.ones(1, 2, 3, 3)
-        >>> ops.style_loss([f], [torch.zeros(2, 2)], reduction="sum").item()
-        4.0
+        >>> ops.style_loss([f], [torch.zeros(2, 2)], reduction="sum").item()  # 4 entries of 9/18
+        1.0
     """
     if not isinstance(features, (list, tuple)):
         raise TypeError(f"features must be a list of tensors, got {type(features).__name__}")
