@@ -44,15 +44,26 @@ void upper_gram(const at::Tensor& x, at::Tensor& out) {
   }
 }
 
+// The mirror passes walk the upper triangle in square tiles: the transposed writes of a
+// tile then touch kTile rows that stay in cache, instead of a stride-C column per row.
+constexpr int64_t kTile = 32;
+
 // In place on g ([C, C], upper triangle holding X X^T): g <- scale * g, mirrored.
 template <typename T>
 void scale_mirror(T* g, int64_t c, T scale) {
-  for (int64_t i = 0; i < c; ++i) {
-    g[i * c + i] *= scale;
-    for (int64_t j = i + 1; j < c; ++j) {
-      const T v = g[i * c + j] * scale;
-      g[i * c + j] = v;
-      g[j * c + i] = v;
+  for (int64_t i0 = 0; i0 < c; i0 += kTile) {
+    const int64_t i1 = std::min(c, i0 + kTile);
+    for (int64_t j0 = i0; j0 < c; j0 += kTile) {
+      const int64_t j1 = std::min(c, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        int64_t j = std::max(j0, i);
+        if (j == i) g[i * c + i] *= scale, ++j;
+        for (; j < j1; ++j) {
+          const T v = g[i * c + j] * scale;
+          g[i * c + j] = v;
+          g[j * c + i] = v;
+        }
+      }
     }
   }
 }
@@ -62,18 +73,28 @@ void scale_mirror(T* g, int64_t c, T scale) {
 template <typename T>
 double diff_mirror(T* g, const T* a, int64_t c, T scale) {
   double acc = 0.0;
-  for (int64_t i = 0; i < c; ++i) {
-    const double dd = static_cast<double>(g[i * c + i] * scale - a[i * c + i]);
-    g[i * c + i] = static_cast<T>(dd);
-    acc += dd * dd;
-    for (int64_t j = i + 1; j < c; ++j) {
-      const T v = g[i * c + j] * scale;
-      const T d1 = v - a[i * c + j];
-      const T d2 = v - a[j * c + i];
-      const T ds = (d1 + d2) * T(0.5);
-      g[i * c + j] = ds;
-      g[j * c + i] = ds;
-      acc += static_cast<double>(d1) * d1 + static_cast<double>(d2) * d2;
+  for (int64_t i0 = 0; i0 < c; i0 += kTile) {
+    const int64_t i1 = std::min(c, i0 + kTile);
+    for (int64_t j0 = i0; j0 < c; j0 += kTile) {
+      const int64_t j1 = std::min(c, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        int64_t j = std::max(j0, i);
+        if (j == i) {
+          const double dd = static_cast<double>(g[i * c + i] * scale - a[i * c + i]);
+          g[i * c + i] = static_cast<T>(dd);
+          acc += dd * dd;
+          ++j;
+        }
+        for (; j < j1; ++j) {
+          const T v = g[i * c + j] * scale;
+          const T d1 = v - a[i * c + j];
+          const T d2 = v - a[j * c + i];
+          const T ds = (d1 + d2) * T(0.5);
+          g[i * c + j] = ds;
+          g[j * c + i] = ds;
+          acc += static_cast<double>(d1) * d1 + static_cast<double>(d2) * d2;
+        }
+      }
     }
   }
   return acc;
