@@ -226,12 +226,19 @@ def _register():
         _, diffs = output
         ctx.n = len(features)
         ctx.scales, ctx.weights = list(scales), list(weights)
+        # needs_input_grad is one flag for the whole targets list; keep one per target.
+        ctx.target_needs = [t.requires_grad for t in targets]
         ctx.save_for_backward(*features, *targets, *diffs)
+        # The diffs output is internal: without this, autograd hands the backward zero
+        # [B, C, C] gradients for it, and folding them in costs more than the loss itself.
+        ctx.set_materialize_grads(False)
 
     def loss_backward(ctx, grad, grad_diffs):
         n = ctx.n
         saved = ctx.saved_tensors
         features, targets, diffs = saved[:n], saved[n:2 * n], saved[2 * n:]
+        if grad is None:  # only the diffs output was differentiated
+            grad = diffs[0].new_zeros(())
         # d loss / d D_l = 2 s_l g D_l and D_l = (1/n_l) F F^T - sym(A_l), so
         # dF_l = (4 s_l g / n_l) D_l F_l: one product with the saved D.
         coefs = [4.0 * s * w for s, w in zip(ctx.scales, ctx.weights)]
@@ -249,18 +256,21 @@ def _register():
                                                             [1.0] * n)
         else:
             dfeat = torch.ops.fastpapers.style_loss_backward(grad, list(features), list(diffs), coefs)
-        dtarget = None
-        if ctx.needs_input_grad[1]:
-            dtarget = []
-            for i in range(n):
-                a, d, w = targets[i], diffs[i], ctx.weights[i]
-                # G - A = D + (A^T - A)/2 for the symmetrised D.
-                ga = -2.0 * w * grad * (d + 0.5 * (a.transpose(-1, -2) - a).to(d.dtype))
-                if extra and grad_diffs[i] is not None:
-                    ga = ga - 0.5 * (grad_diffs[i] + grad_diffs[i].transpose(1, 2))
-                if a.dim() == 2:
-                    ga = ga.sum(0)
-                dtarget.append(ga.to(a.dtype))
+        # The gradient structure must mirror the inputs (a list of tensors), so targets that
+        # need no gradient get a (discarded) zero C x C matrix rather than None.
+        dtarget = []
+        for i in range(n):
+            if not ctx.target_needs[i]:
+                dtarget.append(torch.zeros_like(targets[i]))
+                continue
+            a, d, w = targets[i], diffs[i], ctx.weights[i]
+            # G - A = D + (A^T - A)/2 for the symmetrised D.
+            ga = -2.0 * w * grad * (d + 0.5 * (a.transpose(-1, -2) - a).to(d.dtype))
+            if extra and grad_diffs[i] is not None:
+                ga = ga - 0.5 * (grad_diffs[i] + grad_diffs[i].transpose(1, 2))
+            if a.dim() == 2:
+                ga = ga.sum(0)
+            dtarget.append(ga.to(a.dtype))
         return list(dfeat), dtarget, None, None
 
     torch.library.register_autograd(lib + "style_loss", loss_backward, setup_context=loss_setup)
