@@ -1,1 +1,1 @@
-"""Paper models, one module per paper (see DESIGN.md)."""
+"""Paper models: thin nn.Module definitions, one file per paper (see DESIGN.md)."""

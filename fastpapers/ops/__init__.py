@@ -4,8 +4,10 @@ reference in :mod:`fastpapers.reference`."""
 from . import boxes
 from .beam_search import (BeamSearchOutput, GenerationOutput, beam_search, beam_search_step, greedy_search,
                           sample)
+from .gram import StyleLoss, gram_matrix, style_loss
 from .nms import batched_nms, nms
 from .roi import roi_align, roi_bilinear
 
 __all__ = ["nms", "batched_nms", "roi_bilinear", "roi_align", "boxes", "beam_search_step", "beam_search",
-           "greedy_search", "sample", "BeamSearchOutput", "GenerationOutput"]
+           "greedy_search", "sample", "BeamSearchOutput", "GenerationOutput", "gram_matrix", "style_loss",
+           "StyleLoss"]
