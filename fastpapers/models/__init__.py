@@ -1,0 +1,1 @@
+"""Paper models: thin nn.Module definitions, one file per paper."""
