@@ -249,12 +249,12 @@ def test_step_by_step_equals_teacher_forcing():
             torch.testing.assert_close(beta, out["beta"][:, t])
 
 
-def test_step_fn_reorder_and_expand_state():
+def test_step_fn_and_reorder_state():
     model = make_model().eval()
     images, _ = batch()
     with torch.no_grad():
         state = model.init_state(images)["state"]
-        big = model.expand_state(state, 2)
+        big = model.reorder_state(state, torch.arange(3).repeat_interleave(2))
         assert all(v.shape[0] == 6 for v in big.values())
         ids = torch.full((6, 1), BOS)
         logits, new = model.step_fn(ids, big)

@@ -421,12 +421,8 @@ class SemanticAttentionCaptioner(nn.Module):
 
     @staticmethod
     def reorder_state(state: dict, beam_idx: torch.Tensor) -> dict:
+        """Rows of the state follow ``beam_idx`` (also expands B sentences to B·K beams)."""
         return {k: v.index_select(0, beam_idx) for k, v in state.items()}
-
-    @staticmethod
-    def expand_state(state: dict, num_beams: int) -> dict:
-        """Repeat each sentence's state ``num_beams`` times (row b·K + j is beam j of sentence b)."""
-        return {k: v.repeat_interleave(num_beams, dim=0) for k, v in state.items()}
 
     @torch.no_grad()
     def greedy_decode(self, images: torch.Tensor, max_length: int = 20,
