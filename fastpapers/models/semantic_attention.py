@@ -78,7 +78,7 @@ class SemanticAttentionConfig:
     dim: int = 128
     feature_dim: int = 256
     image_channels: int = 3
-    cnn_channels: Sequence[int] = (32, 64, 128)
+    cnn_channels: Sequence[int] = (16, 32, 64)
     top_k: int = 5
     input_attention: bool = True
     output_attention: bool = True
