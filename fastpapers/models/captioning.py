@@ -247,11 +247,19 @@ ABLATION = [
 
 
 def caption_scores(references: List[List[str]], hypotheses: List[str], *, meteor: bool = True) -> Dict[str, float]:
-    """Corpus BLEU-1..4 and CIDEr, and METEOR when ``meteor`` and Java runs (it starts a JVM
-    that loads METEOR's paraphrase tables: minutes on a busy machine)."""
-    from ..metrics import caption_metrics
+    """Corpus BLEU-1..4 and CIDEr-D, and METEOR when ``meteor`` and Java runs (it starts a JVM
+    that loads METEOR's paraphrase tables: minutes on a busy machine). References are
+    tokenised and lower-cased like the vocabulary; hypotheses are space-separated tokens."""
+    from ..data import tokenize
+    from ..metrics import Meteor, cider_d, corpus_bleu, meteor_available
 
-    return caption_metrics(references, hypotheses, meteor=meteor)
+    refs = [[" ".join(tokenize(c)) for c in rs] for rs in references]
+    scores = {f"BLEU-{n}": v for n, v in zip(range(1, 5), corpus_bleu(hypotheses, refs).values())}
+    scores["CIDEr"] = cider_d(hypotheses, refs)[0]
+    if meteor and meteor_available():
+        with Meteor() as m:
+            scores["METEOR"] = m.score(hypotheses, refs)[0]
+    return scores
 
 
 @torch.no_grad()
