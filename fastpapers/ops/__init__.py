@@ -1,9 +1,11 @@
 """Fused operators of fastpapers. Each op validates its inputs, dispatches to the C++ kernel
 on CPU tensors and to the CUDA/Triton kernel on CUDA tensors, and has a pure-PyTorch
 reference in :mod:`fastpapers.reference`."""
+from . import boxes
 from .beam_search import (BeamSearchOutput, GenerationOutput, beam_search, beam_search_step, greedy_search,
                           sample)
 from .nms import batched_nms, nms
+from .roi import roi_align, roi_bilinear
 
-__all__ = ["nms", "batched_nms", "beam_search_step", "beam_search", "greedy_search", "sample",
-           "BeamSearchOutput", "GenerationOutput"]
+__all__ = ["nms", "batched_nms", "roi_bilinear", "roi_align", "boxes", "beam_search_step", "beam_search",
+           "greedy_search", "sample", "BeamSearchOutput", "GenerationOutput"]
