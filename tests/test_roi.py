@@ -84,7 +84,9 @@ def test_roi_bilinear_grads_match_oracle(device, dtype):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_roi_bilinear_gradcheck(device, seed):
     torch.manual_seed(seed)
-    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64, device=device, requires_grad=True)
+    # Finite differences need samples away from integer coordinates (the sampler's kinks);
+    # these sizes keep every sample of the special boxes off them.
     rois = torch.cat([make_rois(5, 2, 6, 7, scale=2.0, seed=seed),
                       special_rois(2, 3.0, 3.5, torch.float64, "cpu")[[0, 1, 4, 5, 7]]]).to(device)
     # Only the box coordinates are perturbed: the batch index column is not a real variable.
@@ -218,8 +220,8 @@ def test_roi_align_channels_and_layouts(device, c):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_roi_align_gradcheck(device, seed):
     torch.manual_seed(seed)
-    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device, requires_grad=True)
-    rois = make_rois(6, 2, 6, 7, seed=seed, device=device)
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, device=device, requires_grad=True)
+    rois = make_rois(6, 2, 5, 6, seed=seed, device=device)
     for sr, al in ((-1, False), (2, True)):
         assert torch.autograd.gradcheck(lambda a: ops.roi_align(a, rois, (3, 2), 1.0, sr, al), (x,))
 

@@ -117,7 +117,7 @@ void backward_rois_impl(const at::Tensor& grad, const at::Tensor& input, const a
   const T* x = cl.data_ptr<T>();
   T* out = gr.data_ptr<T>();
   for (int64_t k = 0; k < K; ++k) roi::batch_index(rp + 5 * k, N, "roi_bilinear_backward_rois");
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, K, roi::grain(bins * C * 4), [&](int64_t k0, int64_t k1) {
     std::vector<T> gt(bins * C);
     for (int64_t k = k0; k < k1; ++k) {
       const T* roi = rp + 5 * k;

@@ -79,6 +79,13 @@ struct Axis {
   int64_t end(int64_t p) const { return start[p + 1]; }
 };
 
+// Grain for at::parallel_for so that a task range carries at least ~64k multiply-adds: small
+// problems (a few ROIs, few channels) run on the calling thread instead of paying for a
+// parallel region.
+inline int64_t grain(int64_t work_per_task) {
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(work_per_task, 1));
+}
+
 // Validated batch index of ROI k (the Python wrapper gives the friendly error; this keeps the
 // kernel from reading out of bounds when it is called directly or under torch.compile).
 template <typename T>
@@ -168,7 +175,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, int64_t oh, 
   const T* x = cl.data_ptr<T>();
   T* o = out.data_ptr<T>();
   const int64_t bins = oh * ow;
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, K, grain(bins * C * 4), [&](int64_t k0, int64_t k1) {
     Axis<T> ya, xa;
     for (int64_t k = k0; k < k1; ++k) {
       const T* roi = rp + 5 * k;
@@ -202,7 +209,7 @@ at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& rois, int64_
   constexpr int64_t L = Vec<T>::kLanes, NV = 4, CB = NV * L;
   const int64_t nblk = (C + CB - 1) / CB;
   T* out = gi.data_ptr<T>();
-  at::parallel_for(0, N * nblk, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, N * nblk, grain((K / N + 1) * bins * CB * 4 + H * W * CB), [&](int64_t t0, int64_t t1) {
     Axis<T> ya, xa;
     std::vector<T> acc(H * W * CB);
     std::vector<T> gt(bins * CB);

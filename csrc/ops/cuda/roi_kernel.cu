@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
   int n = 0;
   const bool valid = roi_image(roi, N, n) && c < C;
   const T* img = x + static_cast<int64_t>(n) * H * W * C + c;
-  auto at = [&](int yy, int xx) -> acc_t {
+  auto pix = [&](int yy, int xx) -> acc_t {
     return static_cast<acc_t>(img[(static_cast<int64_t>(yy) * W + xx) * C]);
   };
   const int bins = oh * ow;
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
               int x0, x1;
               acc_t wx0, wx1;
               if (!align_taps(align_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), W, x0, x1, wx0, wx1)) continue;
-              v += wy0 * wx0 * at(y0, x0) + wy0 * wx1 * at(y0, x1) + wy1 * wx0 * at(y1, x0) + wy1 * wx1 * at(y1, x1);
+              v += wy0 * wx0 * pix(y0, x0) + wy0 * wx1 * pix(y0, x1) + wy1 * wx0 * pix(y1, x0) + wy1 * wx1 * pix(y1, x1);
             }
           }
           v /= g.count;
@@ -192,10 +192,10 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
             const bool r0 = y0 >= 0, r1 = y0 + 1 < H, q0 = x0 >= 0, q1 = x0 + 1 < W;
             const acc_t hy = static_cast<acc_t>(1.0 - ly), vy = static_cast<acc_t>(ly);
             const acc_t hx = static_cast<acc_t>(1.0 - lx), vx = static_cast<acc_t>(lx);
-            if (r0 && q0) v += hy * hx * at(y0, x0);
-            if (r0 && q1) v += hy * vx * at(y0, x0 + 1);
-            if (r1 && q0) v += vy * hx * at(y0 + 1, x0);
-            if (r1 && q1) v += vy * vx * at(y0 + 1, x0 + 1);
+            if (r0 && q0) v += hy * hx * pix(y0, x0);
+            if (r0 && q1) v += hy * vx * pix(y0, x0 + 1);
+            if (r1 && q0) v += vy * hx * pix(y0 + 1, x0);
+            if (r1 && q1) v += vy * vx * pix(y0 + 1, x0 + 1);
           }
         }
       }
