@@ -2,5 +2,8 @@
 on CPU tensors and to the CUDA/Triton kernel on CUDA tensors, and has a pure-PyTorch
 reference in :mod:`fastpapers.reference`."""
 from .nms import batched_nms, nms
+from .pyramid import (gaussian_pyramid, laplacian_level, laplacian_pyramid, laplacian_reconstruct, max_pyramid_levels,
+                      pyr_down, pyr_up)
 
-__all__ = ["nms", "batched_nms"]
+__all__ = ["nms", "batched_nms", "pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid",
+           "laplacian_reconstruct", "laplacian_level", "max_pyramid_levels"]
