@@ -1,9 +1,12 @@
 """Fused operators of fastpapers. Each op validates its inputs, dispatches to the C++ kernel
 on CPU tensors and to the CUDA/Triton kernel on CUDA tensors, and has a pure-PyTorch
 reference in :mod:`fastpapers.reference`."""
+from .beam_search import (BeamSearchOutput, GenerationOutput, beam_search, beam_search_step, greedy_search,
+                          sample)
 from .nms import batched_nms, nms
 from .pyramid import (gaussian_pyramid, laplacian_level, laplacian_pyramid, laplacian_reconstruct, max_pyramid_levels,
                       pyr_down, pyr_up)
 
-__all__ = ["nms", "batched_nms", "pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid",
+__all__ = ["nms", "batched_nms", "beam_search_step", "beam_search", "greedy_search", "sample",
+           "BeamSearchOutput", "GenerationOutput", "pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid",
            "laplacian_reconstruct", "laplacian_level", "max_pyramid_levels"]

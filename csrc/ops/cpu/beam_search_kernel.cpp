@@ -1,0 +1,174 @@
+// CPU kernel of the fused beam-search step: log_softmax over the vocabulary, plus the running
+// beam score, plus the top-C continuations of each sentence, in one pass over the logits.
+//
+// Phase 1 (threaded over the B*K rows): the row is read once, in L1-sized blocks. Each block
+// gives its max (the running max m and sum of exp(x - m) are rescaled when it grows: the online
+// softmax normaliser), its sum of exponentials (a second read, from L1), and, only when its max
+// beats the current C-th best logit of the row, a scalar scan that inserts the winners into a
+// small sorted list. Within a row the ranking by logit equals the ranking by log-probability +
+// beam score, so the list holds raw logits until the normaliser is known.
+// Phase 2 (threaded over the B sentences): a K-way merge of the K sorted row lists.
+// Order everywhere: larger score first, equal scores by lower index (token, then beam*V+token).
+// ATen's vectorised types take their AVX2 form (Sleef exp, exported by libtorch_cpu) only
+// when CPU_CAPABILITY_AVX2 is defined, as in ATen's own per-capability builds; setup.py adds
+// -mavx2 -mfma on hosts that have them. Without it Vectorized<float> is a scalar loop
+// (measured: the fused step was no faster than log_softmax + topk).
+#if defined(__AVX2__) && defined(__FMA__) && !defined(CPU_CAPABILITY)
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#endif
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace fastpapers {
+namespace {
+
+// 1024 floats (4 KiB) stay in L1 between the max pass and the exp-sum pass of a block.
+constexpr int64_t kBlock = 1024;
+
+template <typename T>
+struct SortedTop {
+  T* val;
+  int64_t* idx;
+  int64_t cap;
+  int64_t size = 0;
+
+  // Keeps the list sorted descending; an equal value goes after the kept ones, and rows are
+  // scanned in increasing token order, so equal values stay ordered by lower index.
+  inline void push(T x, int64_t i) {
+    if (size == cap && !(x > val[cap - 1])) return;
+    int64_t p = size < cap ? size : cap - 1;
+    while (p > 0 && val[p - 1] < x) {
+      val[p] = val[p - 1];
+      idx[p] = idx[p - 1];
+      --p;
+    }
+    val[p] = x;
+    idx[p] = i;
+    if (size < cap) ++size;
+  }
+};
+
+inline bool is_banned(const int64_t* banned, int64_t nb, int64_t token) {
+  for (int64_t k = 0; k < nb; ++k)
+    if (banned[k] == token) return true;
+  return false;
+}
+
+// Top-`cap` logits of one row (banned tokens count as -inf) and the row's log-normaliser,
+// turned into final scores ((x - max) - log(sum exp(x - max))) + beam_score, the order of
+// operations of torch's log_softmax followed by the beam-score add.
+template <typename T>
+void row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_score, T* tv, int64_t* ti,
+             int64_t cap) {
+  using Vec = at::vec::Vectorized<T>;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  SortedTop<T> top{tv, ti, cap};
+  const int64_t warm = std::min(cap, V);
+  for (int64_t j = 0; j < warm; ++j) top.push(nb && is_banned(banned, nb, j) ? ninf : x[j], j);
+  T m = ninf;
+  double s = 0.0;
+  for (int64_t b0 = 0; b0 < V; b0 += kBlock) {
+    const int64_t n = std::min(kBlock, V - b0);
+    const T* p = x + b0;
+    const T bm = at::vec::reduce_all<T>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, p, n);
+    if (bm > m) {
+      s = (m == ninf) ? 0.0 : s * std::exp(static_cast<double>(m) - static_cast<double>(bm));
+      m = bm;
+    }
+    if (m != ninf) {
+      const T mm = m;
+      s += static_cast<double>(at::vec::map_reduce_all<T>(
+          [mm](Vec v) { return (v - Vec(mm)).exp(); }, [](Vec a, Vec b) { return a + b; }, p, n));
+    }
+    if (top.size == cap && bm > top.val[cap - 1]) {
+      for (int64_t j = std::max(b0, warm); j < b0 + n; ++j) {
+        const T v = p[j - b0];
+        if (v > top.val[cap - 1] && !(nb && is_banned(banned, nb, j))) top.push(v, j);
+      }
+    }
+  }
+  const T log_sum = static_cast<T>(std::log(s));
+  for (int64_t c = 0; c < top.size; ++c) tv[c] = ((tv[c] - m) - log_sum) + beam_score;
+}
+
+std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits, const at::Tensor& beam_scores,
+                                                       int64_t num_beams, int64_t num_candidates,
+                                                       const std::optional<at::Tensor>& banned) {
+  TORCH_CHECK(logits.device().is_cpu(), "beam_search_step: logits must be a CPU tensor");
+  TORCH_CHECK(logits.dim() == 2, "beam_search_step: logits must be [B*K, V]");
+  TORCH_CHECK(num_beams >= 1, "beam_search_step: num_beams must be >= 1");
+  const int64_t rows = logits.size(0), V = logits.size(1);
+  TORCH_CHECK(rows % num_beams == 0, "beam_search_step: logits rows must be a multiple of num_beams");
+  TORCH_CHECK(beam_scores.dim() == 1 && beam_scores.size(0) == rows, "beam_search_step: beam_scores must be [B*K]");
+  TORCH_CHECK(beam_scores.scalar_type() == logits.scalar_type(),
+              "beam_search_step: beam_scores must have the dtype of logits");
+  TORCH_CHECK(num_candidates >= 1 && num_candidates <= num_beams * V,
+              "beam_search_step: num_candidates must be in [1, num_beams * V]");
+  const int64_t B = rows / num_beams, K = num_beams, C = num_candidates;
+  at::Tensor scores = at::empty({B, C}, logits.options());
+  at::Tensor indices = at::empty({B, C}, logits.options().dtype(at::kLong));
+  if (B == 0) return {scores, indices};
+  at::Tensor x = logits.contiguous();
+  at::Tensor bs = beam_scores.contiguous();
+  at::Tensor ban;
+  int64_t nb = 0;
+  if (banned.has_value()) {
+    TORCH_CHECK(banned->dim() == 2 && banned->size(0) == rows && banned->scalar_type() == at::kLong,
+                "beam_search_step: banned must be int64 [B*K, M]");
+    ban = banned->contiguous();
+    nb = ban.size(1);
+  }
+  const int64_t cap = std::min(C, V);
+  at::Tensor row_val = at::empty({rows, cap}, logits.options());
+  at::Tensor row_idx = at::empty({rows, cap}, logits.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "beam_search_step_cpu", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* bsp = bs.data_ptr<scalar_t>();
+    const int64_t* banp = nb ? ban.data_ptr<int64_t>() : nullptr;
+    scalar_t* rv = row_val.data_ptr<scalar_t>();
+    int64_t* ri = row_idx.data_ptr<int64_t>();
+    // A row of 32k logits is ~100 us of work: one row per task already amortises the split.
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(V, 1));
+    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        row_top<scalar_t>(xp + r * V, V, nb ? banp + r * nb : nullptr, nb, bsp[r], rv + r * cap, ri + r * cap, cap);
+    });
+    scalar_t* sp = scores.data_ptr<scalar_t>();
+    int64_t* ip = indices.data_ptr<int64_t>();
+    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      std::vector<int64_t> head(K);
+      for (int64_t b = b0; b < b1; ++b) {
+        std::fill(head.begin(), head.end(), 0);
+        const scalar_t* bv = rv + b * K * cap;
+        const int64_t* bi = ri + b * K * cap;
+        for (int64_t c = 0; c < C; ++c) {
+          // Beams are visited in increasing order and only a strictly larger score wins, so
+          // equal scores go to the lower beam (its flat index beam*V + token is lower).
+          int64_t best = -1;
+          for (int64_t k = 0; k < K; ++k) {
+            if (head[k] >= cap) continue;
+            if (best < 0 || bv[k * cap + head[k]] > bv[best * cap + head[best]]) best = k;
+          }
+          sp[b * C + c] = bv[best * cap + head[best]];
+          ip[b * C + c] = best * V + bi[best * cap + head[best]];
+          ++head[best];
+        }
+      }
+    });
+  });
+  return {scores, indices};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastpapers, CPU, m) { m.impl("beam_search_step", &beam_search_step_cpu); }
+
+}  // namespace fastpapers

@@ -1,0 +1,303 @@
+"""The one training loop every paper model runs through (see the package docstring)."""
+import contextlib
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from .. import viz
+from . import distributed as D
+from .checkpoint import FORMAT, VERSION, atomic_save, get_rng_state, read_checkpoint, seed_everything, set_rng_state
+from .data import ResumableLoader
+from .log import MetricLogger
+
+StepFn = Callable[["Trainer", Any], Optional[Dict[str, Any]]]
+
+
+def _to_device(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_to_device(v, device) for v in obj)
+    if isinstance(obj, tuple):  # namedtuple
+        return type(obj)(*(_to_device(v, device) for v in obj))
+    return obj
+
+
+@contextlib.contextmanager
+def _rng_preserved():
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+class Trainer:
+    """Runs ``step_fn(trainer, batch)`` for a number of steps; see :mod:`fastpapers.train`."""
+
+    def __init__(self, modules: Dict[str, nn.Module], optimizers: Dict[str, torch.optim.Optimizer],
+                 step_fn: StepFn, *, data=None, batch_size: Optional[int] = None, out_dir: str = "runs/train",
+                 seed: int = 0, device: Union[str, torch.device] = "cpu",
+                 schedulers: Optional[Dict[str, Any]] = None, grad_clip: Optional[float] = None,
+                 amp: Union[bool, str] = False, shuffle: bool = True, num_workers: int = 0,
+                 collate_fn: Optional[Callable] = None, log_every: int = 50, checkpoint_every: int = 500,
+                 checkpoint_path: Optional[str] = None, sample_fn: Optional[Callable] = None,
+                 sample_every: int = 0, sample_range=(0.0, 1.0), eval_fn: Optional[Callable] = None,
+                 eval_every: int = 0, progress: bool = True):
+        if not isinstance(modules, dict) or not all(isinstance(m, nn.Module) for m in modules.values()):
+            raise TypeError("modules must be a dict of name -> nn.Module")
+        if not isinstance(optimizers, dict) or not all(isinstance(o, torch.optim.Optimizer)
+                                                       for o in optimizers.values()):
+            raise TypeError("optimizers must be a dict of name -> torch.optim.Optimizer")
+        if not callable(step_fn):
+            raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
+        schedulers = dict(schedulers or {})
+        unknown = [k for k in schedulers if k not in optimizers]
+        if unknown:
+            raise ValueError(f"schedulers keys must name optimizers {sorted(optimizers)}, got {unknown}")
+        for name, every in [("log_every", log_every), ("checkpoint_every", checkpoint_every),
+                            ("sample_every", sample_every), ("eval_every", eval_every)]:
+            if not isinstance(every, int) or every < 0:
+                raise ValueError(f"{name} must be an int >= 0 (0 = never), got {every!r}")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}")
+        if amp not in (False, True, "fp16", "bf16"):
+            raise ValueError(f"amp must be False, True, 'fp16' or 'bf16', got {amp!r}")
+
+        self.device = D.init_distributed(torch.device(device))
+        self.rank = D.rank()
+        self.world_size = D.world_size()
+        self.is_main = self.rank == 0
+        self.modules = modules
+        self.optimizers = optimizers
+        self.schedulers = schedulers
+        self.step_fn = step_fn
+        self.seed = seed
+        self.grad_clip = grad_clip
+        self.out_dir = out_dir
+        self.checkpoint_path = checkpoint_path or os.path.join(out_dir, "checkpoint.pt")
+        self.log_every, self.checkpoint_every = log_every, checkpoint_every
+        self.sample_fn, self.sample_every, self.sample_range = sample_fn, sample_every, sample_range
+        self.eval_fn, self.eval_every = eval_fn, eval_every
+        self.progress = progress
+        self.global_step = 0
+
+        if amp and self.device.type != "cuda":
+            warnings.warn("amp is used on CUDA only; training in float32 on " + str(self.device))
+            amp = False
+        self.amp_dtype = None if not amp else (torch.bfloat16 if amp == "bf16" else torch.float16)
+        self.scalers = {name: torch.amp.GradScaler("cuda") for name in optimizers} \
+            if self.amp_dtype == torch.float16 else {}
+
+        for m in modules.values():
+            m.to(self.device)  # in place: the optimisers keep pointing at the same Parameters
+        self.loader = None
+        if data is not None:
+            if batch_size is None:
+                raise ValueError("batch_size is required when data is given")
+            self.loader = ResumableLoader(data, batch_size, seed=seed, shuffle=shuffle, rank=self.rank,
+                                          world_size=self.world_size, num_workers=num_workers,
+                                          collate_fn=collate_fn, pin_memory=self.device.type == "cuda")
+        self.logger = MetricLogger(out_dir, enabled=self.is_main)
+        self._sums: Dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    # ---- inside step_fn ------------------------------------------------------------------
+    def step(self, name: str, loss: torch.Tensor, *, clip: Optional[float] = None,
+             retain_graph: bool = False) -> Optional[torch.Tensor]:
+        """One update of optimiser ``name`` from ``loss``: zero its grads, backward, average the
+        gradients across ranks, clip (``clip`` or the trainer's ``grad_clip``), step, then step
+        its scheduler. Returns the gradient norm before clipping when clipping is on."""
+        if name not in self.optimizers:
+            raise ValueError(f"name must be one of the optimizers {sorted(self.optimizers)}, got {name!r}")
+        opt = self.optimizers[name]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        opt.zero_grad(set_to_none=True)
+        scaler = self.scalers.get(name)
+        # Backward runs outside autocast, as torch.amp recommends.
+        with torch.autocast(self.device.type, enabled=False):
+            (scaler.scale(loss) if scaler else loss).backward(retain_graph=retain_graph)
+        D.average_gradients(params)
+        clip = self.grad_clip if clip is None else clip
+        norm = None
+        if clip:
+            if scaler:
+                scaler.unscale_(opt)
+            norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        sched = self.schedulers.get(name)
+        if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step()
+        return norm
+
+    # ---- the loop --------------------------------------------------------------------------
+    def fit(self, steps: int, *, resume: bool = False) -> Dict[str, float]:
+        """Train until ``global_step == steps``. With ``resume=True`` and a checkpoint at
+        ``checkpoint_path``, continue from it bit-exactly. Returns the last logged metrics."""
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        if resume and os.path.isfile(self.checkpoint_path):
+            self.load(self.checkpoint_path)
+            self.logger.truncate(self.global_step)
+        else:
+            seed_everything(self.seed + self.rank)
+            for m in self.modules.values():
+                D.broadcast_module(m)
+        for m in self.modules.values():
+            m.train()
+        batches = iter(self.loader) if self.loader is not None else None
+        bar = None
+        if self.progress and self.is_main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps, initial=self.global_step, desc=os.path.basename(self.out_dir.rstrip("/")),
+                       dynamic_ncols=True, mininterval=0.5)
+        last: Dict[str, float] = {}
+        t0, s0 = time.perf_counter(), self.global_step
+        try:
+            while self.global_step < steps:
+                batch = _to_device(next(batches), self.device) if batches is not None else None
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    out = self.step_fn(self, batch)
+                self.global_step += 1
+                self._accumulate(out or {})
+                s = self.global_step
+                if self.log_every and (s % self.log_every == 0 or s == steps):
+                    last = self._flush(steps_per_s=(s - s0) / max(time.perf_counter() - t0, 1e-9))
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:4]}, refresh=False)
+                if self.sample_every and s % self.sample_every == 0:
+                    self.sample()
+                if self.eval_every and s % self.eval_every == 0:
+                    last.update(self.evaluate())
+                if (self.checkpoint_every and s % self.checkpoint_every == 0) or s == steps:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.logger.close()
+        return last
+
+    def _accumulate(self, out: Dict[str, Any]) -> None:
+        # Sums stay on the device: no host sync until the next log line.
+        for k, v in out.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            v = v.to(self.device).reshape(())
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
+        self._count += 1
+
+    def _flush(self, **extra) -> Dict[str, float]:
+        keys = list(self._sums)
+        metrics: Dict[str, float] = {}
+        if keys:
+            vals = D.mean_across_ranks(torch.stack([self._sums[k] for k in keys]) / max(self._count, 1))
+            metrics = dict(zip(keys, vals.tolist()))
+        for name, opt in self.optimizers.items():
+            metrics[f"lr/{name}"] = opt.param_groups[0]["lr"]
+        metrics.update(extra)
+        self._sums, self._count = {}, 0
+        self.logger.log(self.global_step, metrics)
+        return metrics
+
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        # Sampling and evaluation must not move the training RNG streams, or a run that
+        # samples would differ from one that does not.
+        modes = {n: m.training for n, m in self.modules.items()}
+        try:
+            with _rng_preserved(), torch.no_grad():
+                seed_everything(self.seed)
+                for m in self.modules.values():
+                    m.eval()
+                yield
+        finally:
+            for n, m in self.modules.items():
+                m.train(modes[n])
+
+    def sample(self) -> list:
+        """Call ``sample_fn(trainer)`` on rank 0 (eval mode, no grad, fixed seed) and save each
+        returned (N, C, H, W) tensor as ``<out_dir>/samples/<name>_<step>.png``."""
+        paths = []
+        if self.sample_fn is not None and self.is_main:
+            with self._eval_mode():
+                out = self.sample_fn(self)
+            grids = out if isinstance(out, dict) else {"sample": out}
+            for name, images in grids.items():
+                path = os.path.join(self.out_dir, "samples", f"{name}_{self.global_step:07d}.png")
+                paths.append(viz.save_grid(images.float().cpu(), path, nrow=int(math.ceil(math.sqrt(len(images)))),
+                                           value_range=self.sample_range))
+        D.barrier()
+        return paths
+
+    def evaluate(self) -> Dict[str, float]:
+        """Call ``eval_fn(trainer) -> {name: value}`` on rank 0 and log it as ``eval/<name>``."""
+        metrics: Dict[str, float] = {}
+        if self.eval_fn is not None and self.is_main:
+            with self._eval_mode():
+                out = self.eval_fn(self) or {}
+            metrics = {f"eval/{k}": float(v) for k, v in out.items()}
+            self.logger.log(self.global_step, metrics)
+        D.barrier()
+        return metrics
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = D.all_gather_objects(get_rng_state())
+        return {
+            "format": FORMAT, "version": VERSION, "step": self.global_step, "seed": self.seed,
+            "world_size": self.world_size,
+            "modules": {n: m.state_dict() for n, m in self.modules.items()},
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
+            "data": self.loader.state_dict() if self.loader is not None else None,
+            "rng": rng,
+        }
+
+    def save(self, path: Optional[str] = None) -> str:
+        """Write the checkpoint atomically (rank 0 only; every rank must call it)."""
+        path = path or self.checkpoint_path
+        state = self.state_dict()  # a collective: every rank contributes its RNG state
+        if self.is_main:
+            atomic_save(state, path)
+        D.barrier()
+        return path
+
+    def load(self, path: Optional[str] = None) -> dict:
+        path = path or self.checkpoint_path
+        ckpt = read_checkpoint(path, map_location="cpu")
+        for kind, have in [("modules", self.modules), ("optimizers", self.optimizers),
+                           ("schedulers", self.schedulers), ("scalers", self.scalers)]:
+            if set(ckpt[kind]) != set(have):
+                raise ValueError(f"checkpoint file {path} holds {kind} {sorted(ckpt[kind])}, "
+                                 f"this trainer has {sorted(have)}")
+        for n, m in self.modules.items():
+            m.load_state_dict(ckpt["modules"][n])
+        for n, o in self.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][n])
+        for n, s in self.schedulers.items():
+            s.load_state_dict(ckpt["schedulers"][n])
+        for n, s in self.scalers.items():
+            s.load_state_dict(ckpt["scalers"][n])
+        if self.loader is not None and ckpt["data"] is not None:
+            self.loader.load_state_dict(ckpt["data"])
+        self.global_step = int(ckpt["step"])
+        if ckpt["world_size"] == self.world_size:
+            set_rng_state(ckpt["rng"][self.rank])
+        else:
+            warnings.warn(f"checkpoint {path} was written by {ckpt['world_size']} processes, resuming with "
+                          f"{self.world_size}: the random streams are re-seeded, so the run is not bit-exact")
+            seed_everything(self.seed + self.rank + 7919 * self.global_step)
+        return ckpt
