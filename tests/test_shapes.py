@@ -6,6 +6,7 @@ import torch
 from fastpapers.data import (BACKGROUNDS, COLOURS, SHAPES, ShapesCaptions, ShapesDense, ShapesTextToImage,
                              Vocabulary, dense_collate, generate, shapes_vocabulary)
 from fastpapers.data.shapes import relation
+from tests.utils import needs_cuda
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +183,13 @@ def test_vocabulary_roundtrip(tmp_path):
         Vocabulary.load(str(tmp_path / "bad.json"))
     with pytest.raises(FileNotFoundError, match="none.json"):
         Vocabulary.load(str(tmp_path / "none.json"))
+
+
+@needs_cuda
+def test_cuda_drawing_matches_cpu():
+    a = generate(50, size=40, min_objects=1, max_objects=4, seed=8, max_overlap=0.3)
+    b = generate(50, size=40, min_objects=1, max_objects=4, seed=8, max_overlap=0.3, device="cuda")
+    assert b.images.device.type == "cuda"
+    torch.testing.assert_close(b.images.cpu(), a.images, rtol=0, atol=1e-5)
+    torch.testing.assert_close(b.visible, a.visible, rtol=0, atol=1e-5)
+    assert torch.equal(a.boxes, b.boxes) and torch.equal(a.kind, b.kind)

@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 from fastpapers.train import ResumableLoader, Trainer, atomic_save, load_checkpoint, seed_everything
 from fastpapers.train import checkpoint as ckpt_mod
 from tests._train_tasks import ddp_run
+from tests.utils import needs_cuda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +39,8 @@ def _data():
     return TensorDataset(x, (x[:, 0] > 0).long())
 
 
-def _run(out, steps, *, resume=False, crash_at=None, sample=False, seed_model=1):
+def _run(out, steps, *, resume=False, crash_at=None, sample=False, seed_model=1, device="cpu", amp=False,
+         sample_every=700):
     """Two modules, two optimisers (alternating), dropout, a scheduler, clipping, numpy/python RNG use."""
     import random
 
@@ -55,6 +57,7 @@ def _run(out, steps, *, resume=False, crash_at=None, sample=False, seed_model=1)
             raise Crash()
         x, y = batch
         x = x + 0.01 * torch.randn_like(x) + 0.001 * float(np.random.rand()) + 0.001 * random.random()
+        assert x.device.type == tr.device.type
         logits = head(body(x))
         if tr.global_step % 2:
             loss = F.cross_entropy(logits, y)
@@ -67,9 +70,9 @@ def _run(out, steps, *, resume=False, crash_at=None, sample=False, seed_model=1)
     sample_fn = (lambda tr: torch.rand(4, 3, 8, 8)) if sample else None
     tr = Trainer({"body": body, "head": head}, opts, step, data=_data(), batch_size=8, out_dir=str(out), seed=3,
                  schedulers=scheds, grad_clip=0.5, log_every=100, checkpoint_every=500, sample_fn=sample_fn,
-                 sample_every=700, progress=False)
+                 sample_every=sample_every, progress=False, device=device, amp=amp)
     tr.fit(steps, resume=resume)
-    return {f"{n}.{k}": v.clone() for n, m in (("body", body), ("head", head)) for k, v in m.state_dict().items()}
+    return {f"{n}.{k}": v.detach().cpu().clone() for n, m in (("body", body), ("head", head)) for k, v in m.state_dict().items()}
 
 
 def _records(out):
@@ -280,3 +283,85 @@ def test_eval_fn_logged_and_no_data_steps(tmp_path):
     assert last["eval/w"] == pytest.approx(3.0 * 0.5 ** 4)
     recs = _records(tmp_path)
     assert [r["step"] for r in recs] == [2, 2, 4, 4]
+
+
+@needs_cuda
+@pytest.mark.parametrize("amp", [False, "fp16", "bf16"])
+def test_cuda_resume_is_bit_exact(tmp_path, amp):
+    straight = _run(tmp_path / "straight", 400, device="cuda", amp=amp, sample=True, sample_every=150)
+    _run(tmp_path / "halves", 200, device="cuda", amp=amp)
+    halves = _run(tmp_path / "halves", 400, resume=True, seed_model=2, device="cuda", amp=amp)
+    _assert_same(straight, halves)
+    recs = _records(tmp_path / "straight")
+    assert recs[-1]["loss"] < recs[0]["loss"]
+    if amp == "fp16":
+        ck = load_checkpoint(str(tmp_path / "halves" / "checkpoint.pt"))
+        assert set(ck["scalers"]) == {"body", "head"} and ck["scalers"]["head"]["scale"] > 0
+
+
+def test_fresh_run_replaces_old_logs(tmp_path):
+    _run(tmp_path, 200)
+    _run(tmp_path, 100)
+    assert [r["step"] for r in _records(tmp_path)] == [100]
+
+
+def test_lbfgs_closure_step(tmp_path):
+    holder = nn.Module()
+    holder.x = nn.Parameter(torch.tensor([3.0, -2.0], dtype=torch.float64))
+    opt = {"x": torch.optim.LBFGS([holder.x], lr=1.0, max_iter=20, line_search_fn="strong_wolfe")}
+    target = torch.tensor([1.0, 4.0], dtype=torch.float64)
+
+    def step(tr, batch):
+        loss = tr.step("x", closure=lambda: ((holder.x - target) ** 2).sum())
+        return {"loss": loss}
+
+    Trainer({"x": holder}, opt, step, out_dir=str(tmp_path), log_every=1, progress=False).fit(2)
+    torch.testing.assert_close(holder.x.detach(), target)
+    with pytest.raises(ValueError, match="loss or closure"):
+        Trainer({"x": holder}, opt, lambda tr, b: tr.step("x"), out_dir=str(tmp_path), progress=False).fit(1)
+
+
+def test_tensorboard_used_when_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+    calls = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    _run(tmp_path, 200)
+    assert calls[0] == ("init", os.path.join(str(tmp_path), "tb")) and calls[-1] == ("close",)
+    assert [c[2] for c in calls if c[0] == "loss"] == [100, 200]
+
+
+def test_second_fit_continues(tmp_path):
+    def make(out):
+        seed_everything(0)
+        net = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.2), nn.Linear(8, 2))
+        opt = {"net": torch.optim.Adam(net.parameters(), lr=1e-2)}
+
+        def step(tr, batch):
+            x, y = batch
+            loss = F.cross_entropy(net(x), y)
+            tr.step("net", loss)
+            return {"loss": loss}
+
+        return net, Trainer({"net": net}, opt, step, data=_data(), batch_size=8, out_dir=str(out), log_every=10,
+                            progress=False)
+
+    net_a, tr_a = make(tmp_path / "a")
+    tr_a.fit(50)
+    net_b, tr_b = make(tmp_path / "b")
+    tr_b.fit(20)
+    tr_b.fit(50)
+    for p, q in zip(net_a.parameters(), net_b.parameters()):
+        assert torch.equal(p, q)
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")

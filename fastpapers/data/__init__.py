@@ -8,6 +8,8 @@
   = ids 0..3, ``encode/encode_batch/decode``, ``save/load``; ``shapes_vocabulary()``.
 - Bundled (:mod:`fastpapers.data.bundled`): ``mnist(size)``, ``digits(size)``, ``photo(name)``,
   ``texture(name)``, ``glove(words)``, ``glove_matrix(vocab)``, ``split_indices``.
+- MIXER proxy (:mod:`fastpapers.data.transduction`): :class:`AmbiguousTransduction` (target =
+  reverse or sort of the source; both references given).
 - Real formats (:mod:`fastpapers.data.formats`): ``load_cifar10``, :class:`CocoCaptions`,
   :class:`VisualGenomeRegions`, :class:`ParallelText` (+ ``pad_collate``), :class:`ImageFolder`.
 
@@ -23,9 +25,11 @@ from .formats import (CocoCaptions, ImageFolder, ParallelText, VisualGenomeRegio
                       read_image)
 from .shapes import (BACKGROUNDS, COLOURS, SHAPES, SIZES, ShapesBatch, ShapesCaptions, ShapesDense,
                      ShapesTextToImage, dense_collate, generate, shapes_vocabulary)
+from .transduction import AmbiguousTransduction, transduction_vocabulary
 from .vocab import Vocabulary, tokenize
 
 __all__ = ["digits", "glove", "glove_matrix", "mnist", "photo", "split_indices", "texture", "CocoCaptions",
            "ImageFolder", "ParallelText", "VisualGenomeRegions", "load_cifar10", "pad_collate", "read_image",
            "BACKGROUNDS", "COLOURS", "SHAPES", "SIZES", "ShapesBatch", "ShapesCaptions", "ShapesDense",
-           "ShapesTextToImage", "dense_collate", "generate", "shapes_vocabulary", "Vocabulary", "tokenize"]
+           "ShapesTextToImage", "dense_collate", "generate", "shapes_vocabulary", "Vocabulary", "tokenize",
+           "AmbiguousTransduction", "transduction_vocabulary"]

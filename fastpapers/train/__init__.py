@@ -38,9 +38,14 @@ Example — a GAN with alternating D and G steps::
 
 Rules worth knowing:
 
+- Inside ``step_fn(tr, batch)``: ``tr.device``, ``tr.global_step`` (steps done before this
+  one), ``tr.modules`` / ``tr.optimizers`` (your dicts), ``tr.rank``, ``tr.world_size``,
+  ``tr.is_main``. Return a dict of scalars to log (or None).
+
 - ``modules`` / ``optimizers`` are dicts of names; modules are moved to ``device`` in place.
   ``tr.step(name, loss)`` updates one optimiser; call it as many times per step as you like
   (``retain_graph=True`` when two losses share a graph; ``clip=`` overrides ``grad_clip``).
+  L-BFGS: ``tr.step("img", closure=lambda: loss_fn(image))``.
   Schedulers (keyed by optimiser name) step after each step of their optimiser, except
   ``ReduceLROnPlateau``, which you step yourself.
 - ``data`` is a map-style Dataset (or None: then ``batch`` is None and the step draws its

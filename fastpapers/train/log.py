@@ -19,16 +19,21 @@ class MetricLogger:
         self.csv = os.path.join(out_dir, "metrics.csv")
         self._columns: Optional[List[str]] = None
         self._tb = None
-        if not enabled:
-            return
-        os.makedirs(out_dir, exist_ok=True)
-        if tensorboard:
+        self._want_tb = tensorboard and enabled
+        self._tb_dir = os.path.join(out_dir, "tb")
+        if enabled:
+            os.makedirs(out_dir, exist_ok=True)
+
+    def _writer(self):
+        # Opened on first use and again after close(), so a trainer can fit() more than once.
+        if self._tb is None and self._want_tb:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self._tb = SummaryWriter(os.path.join(out_dir, "tb"))
+                self._want_tb = False
+                return None
+            self._tb = SummaryWriter(self._tb_dir)
+        return self._tb
 
     def records(self) -> List[Dict]:
         if not os.path.isfile(self.jsonl):
@@ -69,10 +74,11 @@ class MetricLogger:
         else:
             with open(self.csv, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._columns).writerow(record)
-        if self._tb is not None:
+        tb = self._writer()
+        if tb is not None:
             for k, v in record.items():
                 if k != "step":
-                    self._tb.add_scalar(k, v, step)
+                    tb.add_scalar(k, v, step)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -110,15 +110,33 @@ class Trainer:
         self._count = 0
 
     # ---- inside step_fn ------------------------------------------------------------------
-    def step(self, name: str, loss: torch.Tensor, *, clip: Optional[float] = None,
-             retain_graph: bool = False) -> Optional[torch.Tensor]:
+    def step(self, name: str, loss: Optional[torch.Tensor] = None, *, clip: Optional[float] = None,
+             retain_graph: bool = False, closure: Optional[Callable[[], torch.Tensor]] = None
+             ) -> Optional[torch.Tensor]:
         """One update of optimiser ``name`` from ``loss``: zero its grads, backward, average the
         gradients across ranks, clip (``clip`` or the trainer's ``grad_clip``), step, then step
-        its scheduler. Returns the gradient norm before clipping when clipping is on."""
+        its scheduler. Returns the gradient norm before clipping when clipping is on.
+
+        Optimisers that re-evaluate the loss (L-BFGS) take ``closure`` instead of ``loss``: a
+        function returning the loss; the trainer zeroes, back-propagates and averages inside it
+        (no clipping or AMP scaling on that path). Returns the loss of the first evaluation."""
         if name not in self.optimizers:
             raise ValueError(f"name must be one of the optimizers {sorted(self.optimizers)}, got {name!r}")
+        if (loss is None) == (closure is None):
+            raise ValueError("step needs exactly one of loss or closure")
         opt = self.optimizers[name]
         params = [p for g in opt.param_groups for p in g["params"]]
+        if closure is not None:
+            def evaluate():
+                opt.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    value = closure()
+                    value.backward()
+                D.average_gradients(params)
+                return value
+            first = opt.step(evaluate)
+            self._step_scheduler(name)
+            return first
         opt.zero_grad(set_to_none=True)
         scaler = self.scalers.get(name)
         # Backward runs outside autocast, as torch.amp recommends.
@@ -136,21 +154,26 @@ class Trainer:
             scaler.update()
         else:
             opt.step()
+        self._step_scheduler(name)
+        return norm
+
+    def _step_scheduler(self, name: str) -> None:
         sched = self.schedulers.get(name)
         if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step()
-        return norm
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, steps: int, *, resume: bool = False) -> Dict[str, float]:
         """Train until ``global_step == steps``. With ``resume=True`` and a checkpoint at
-        ``checkpoint_path``, continue from it bit-exactly. Returns the last logged metrics."""
+        ``checkpoint_path``, continue from it bit-exactly; a second ``fit`` on the same trainer
+        continues where the first stopped. Returns the last logged metrics."""
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
         if resume and os.path.isfile(self.checkpoint_path):
             self.load(self.checkpoint_path)
             self.logger.truncate(self.global_step)
-        else:
+        elif self.global_step == 0:
+            self.logger.truncate(0)  # a fresh run replaces the records of an earlier one in out_dir
             seed_everything(self.seed + self.rank)
             for m in self.modules.values():
                 D.broadcast_module(m)
