@@ -22,7 +22,7 @@ import triton.language as tl
 @triton.jit
 def _separable_kernel(x_ptr, out_ptr, other_ptr, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
                       h_in, w_in, h_out, w_out, tiles_w, tiles_per_plane, alpha,
-                      KH: tl.constexpr, KW: tl.constexpr, HAS_OTHER: tl.constexpr, ACC_F64: tl.constexpr,
+                      KH: tl.constexpr, KW: tl.constexpr, HAS_OTHER: tl.constexpr, ACC: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     pid = tl.program_id(0)
     plane = pid // tiles_per_plane
@@ -31,24 +31,23 @@ def _separable_kernel(x_ptr, out_ptr, other_ptr, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
     ow = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
     mh = oh < h_out
     mw = ow < w_out
-    acc_t = tl.float64 if ACC_F64 else tl.float32
     x_base = x_ptr + plane.to(tl.int64) * h_in * w_in
-    acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_t)
+    acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
     for p in tl.static_range(KH):
         ih = tl.load(ri_ptr + oh * KH + p, mask=mh, other=0)
-        wh = tl.load(rw_ptr + oh * KH + p, mask=mh, other=0.0).to(acc_t)
+        wh = tl.load(rw_ptr + oh * KH + p, mask=mh, other=0.0).to(ACC)
         row = x_base + ih.to(tl.int64) * w_in
-        part = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_t)
+        part = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
         for q in tl.static_range(KW):
             iw = tl.load(ci_ptr + ow * KW + q, mask=mw, other=0)
-            ww = tl.load(cw_ptr + ow * KW + q, mask=mw, other=0.0).to(acc_t)
+            ww = tl.load(cw_ptr + ow * KW + q, mask=mw, other=0.0).to(ACC)
             v = tl.load(row[:, None] + iw[None, :], mask=mh[:, None] & mw[None, :], other=0.0)
-            part += v.to(acc_t) * ww[None, :]
+            part += v.to(ACC) * ww[None, :]
         acc += part * wh[:, None]
     offs = plane.to(tl.int64) * h_out * w_out + oh[:, None] * w_out + ow[None, :]
     mask = mh[:, None] & mw[None, :]
     if HAS_OTHER:
-        acc = tl.load(other_ptr + offs, mask=mask, other=0.0).to(acc_t) + alpha * acc
+        acc = tl.load(other_ptr + offs, mask=mask, other=0.0).to(ACC) + alpha * acc
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -90,6 +89,7 @@ def separable(x: torch.Tensor, rows: tuple, cols: tuple, other: torch.Tensor = N
     _separable_kernel[grid](
         x, out, out if other is None else other, ri, rw, ci, cw,
         h_in, w_in, h_out, w_out, tiles_w, tiles, float(alpha),
-        KH=ri.shape[1], KW=ci.shape[1], HAS_OTHER=other is not None, ACC_F64=x.dtype == torch.float64,
+        KH=ri.shape[1], KW=ci.shape[1], HAS_OTHER=other is not None,
+        ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
         BLOCK_H=block_h, BLOCK_W=block_w, num_warps=4)
     return out

@@ -1,0 +1,1 @@
+"""Paper models: thin nn.Module definitions over fastpapers' fused ops, one file per paper."""
