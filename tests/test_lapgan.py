@@ -68,6 +68,8 @@ def test_bad_levels():
         LAPGAN(size=16, levels=6)
     with pytest.raises(ValueError, match="levels"):
         LAPGAN(size=16, levels=1)
+    with pytest.raises(ValueError, match="conv_kernel"):
+        LAPGAN(size=16, levels=3, conv_kernel=4)
 
 
 def _params(model):
@@ -142,3 +144,15 @@ def test_cli_train_sample_eval(tmp_path, capsys):
     assert main(["lapgan", "sample", "--checkpoint", str(ckpt), "--class", "12"]) == 2
     assert main(["lapgan", "sample", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert main(["lapgan", "train", "--out", str(out), "--size", "8", "--levels", "9"]) == 2
+
+
+def test_cli_compare_smoke(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["lapgan", "compare", "--out", str(out), "--size", "8", "--levels", "2", "--cpu-seconds", "0.01",
+                 "--batch-size", "16", "--samples", "50"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"lapgan", "gan"}
+    assert abs(res["lapgan"]["parameters"] - res["gan"]["parameters"]) < 0.01 * res["lapgan"]["parameters"]
+    assert res["lapgan"]["steps"] == res["gan"]["steps"] == 25
+    for name in ("lapgan_samples.png", "gan_samples.png", "lapgan_strip.png", "test_images.png"):
+        assert (out / name).is_file()

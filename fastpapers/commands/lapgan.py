@@ -33,6 +33,8 @@ def register(sub):
     _data_flags(t)
     t.add_argument("--levels", type=int, default=3, help="pyramid levels (default: 3, i.e. 16 -> 8 -> 4)")
     t.add_argument("--class-cond", action="store_true", help="class-conditional generators and discriminators")
+    t.add_argument("--conv-hidden", type=int, default=32, help="convolution channels (default: 32)")
+    t.add_argument("--conv-kernel", type=int, default=5, help="convolution kernel size (default: 5)")
     t.add_argument("--steps", type=int, default=3000, help="training steps (default: 3000)")
     t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: 2e-4)")
@@ -65,6 +67,10 @@ def register(sub):
                    help="CPU time (process time, all threads) given to each model (default: 120)")
     c.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     c.add_argument("--samples", type=int, default=2000, help="samples in the Parzen window (default: 2000)")
+    c.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default: 1; CPU time is then compute time, with no thread spinning)")
+    c.add_argument("--conv-hidden", type=int, default=16, help="LAPGAN convolution channels (default: 16)")
+    c.add_argument("--conv-kernel", type=int, default=3, help="LAPGAN convolution kernel (default: 3)")
     c.set_defaults(func=run_compare)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -138,7 +144,8 @@ def run_train(args):
         raise ValueError("--class-cond needs labelled data (CIFAR-10, MNIST, or an image folder with sub-folders)")
     seed_everything(args.seed)
     config = dict(size=args.size, channels=x.shape[1], levels=args.levels,
-                  num_classes=num_classes if args.class_cond else 0)
+                  num_classes=num_classes if args.class_cond else 0, conv_hidden=args.conv_hidden,
+                  conv_kernel=args.conv_kernel)
     model = LAPGAN(**config)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "lapgan.json"), "w") as f:
@@ -255,8 +262,10 @@ def run_compare(args):
     resolve_device(args.device)
     _positive("--batch-size", args.batch_size)
     _positive("--samples", args.samples)
+    _positive("--threads", args.threads)
     if not args.cpu_seconds > 0:
         raise ValueError(f"--cpu-seconds must be > 0, got {args.cpu_seconds}")
+    torch.set_num_threads(args.threads)
     x, y, _ = load_images(args.data, args.size)
     train_idx, valid_idx, test_idx = splits(len(x))
     train = TensorDataset(x[train_idx], y[train_idx])
@@ -264,13 +273,14 @@ def run_compare(args):
     results = {}
 
     seed_everything(args.seed)
-    lap = LAPGAN(size=args.size, channels=x.shape[1], levels=args.levels)
+    lap = LAPGAN(size=args.size, channels=x.shape[1], levels=args.levels, conv_hidden=args.conv_hidden,
+                 conv_kernel=args.conv_kernel)
     seed_everything(args.seed)
     gan = matched_gan(lap)
     runs = [("lapgan", lap, {"lapgan": lap}, lapgan_optimizers(lap), lapgan_step_fn(lap)),
             ("gan", gan, {"gan": gan}, gan_optimizers(gan), gan_step_fn(gan))]
     with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump({"lapgan": lap.config, "gan": gan.config, "cpu_seconds": args.cpu_seconds,
+        json.dump({"lapgan": lap.config, "gan": gan.config, "cpu_seconds": args.cpu_seconds, "threads": args.threads,
                    "batch_size": args.batch_size, "seed": args.seed, "data": args.data}, f, indent=2)
     for name, model, modules, opts, step in runs:
         out = os.path.join(args.out, name)

@@ -24,7 +24,8 @@ def run(out_dir, *, device, seed):
     else:
         x, y, _ = load_images(None, 16)
         train_idx, _, _ = splits(len(x))
-        model = LAPGAN(size=16, levels=3)
+        # The narrow variant of `lapgan compare`: a few seconds of CPU.
+        model = LAPGAN(size=16, levels=3, conv_hidden=16, conv_kernel=3)
         with tempfile.TemporaryDirectory() as tmp:
             tr = Trainer({"lapgan": model}, lapgan_optimizers(model), lapgan_step_fn(model),
                          data=torch.utils.data.TensorDataset(x[train_idx], y[train_idx]), batch_size=64,

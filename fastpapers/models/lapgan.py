@@ -37,7 +37,8 @@ from torch import nn
 
 from .. import ops
 
-__all__ = ["LAPGAN", "SingleScaleGAN", "lapgan_step_fn", "gan_step_fn", "count_parameters", "matched_gan"]
+__all__ = ["LAPGAN", "SingleScaleGAN", "lapgan_step_fn", "lapgan_optimizers", "gan_step_fn", "gan_optimizers",
+           "count_parameters", "matched_gan", "sample_strip"]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -149,31 +150,35 @@ class LAPGAN(nn.Module):
         noise_dim: noise size of the coarsest generator.
         base_hidden: width of the coarsest level's perceptrons.
         conv_hidden: channels of the conditional levels' convolutions.
+        conv_kernel: their kernel size (odd).
 
     Images are in [-1, 1]. ``generators[k]`` / ``discriminators[k]`` belong to level k (0 is the
     finest, K-1 the coarsest).
     """
 
     def __init__(self, size: int = 16, channels: int = 1, levels: int = 3, num_classes: int = 0,
-                 noise_dim: int = 100, base_hidden: int = 256, conv_hidden: int = 32):
+                 noise_dim: int = 100, base_hidden: int = 256, conv_hidden: int = 32, conv_kernel: int = 5):
         super().__init__()
         if not isinstance(levels, int) or not 2 <= levels <= ops.max_pyramid_levels(size, size):
             raise ValueError(f"levels must be an int in [2, {ops.max_pyramid_levels(size, size)}] for size {size}, "
                              f"got {levels!r}")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if conv_kernel < 1 or conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd and positive, got {conv_kernel}")
         self.config = dict(size=size, channels=channels, levels=levels, num_classes=num_classes,
-                           noise_dim=noise_dim, base_hidden=base_hidden, conv_hidden=conv_hidden)
+                           noise_dim=noise_dim, base_hidden=base_hidden, conv_hidden=conv_hidden,
+                           conv_kernel=conv_kernel)
         self.sizes = [size]
         for _ in range(levels - 1):
             self.sizes.append((self.sizes[-1] + 1) // 2)
         self.levels, self.channels, self.num_classes, self.noise_dim = levels, channels, num_classes, noise_dim
         coarse = self.sizes[-1]
         self.generators = nn.ModuleList(
-            [LevelGenerator(channels, s, conv_hidden, num_classes) for s in self.sizes[:-1]]
+            [LevelGenerator(channels, s, conv_hidden, num_classes, conv_kernel) for s in self.sizes[:-1]]
             + [BaseGenerator(channels, coarse, noise_dim, base_hidden, num_classes)])
         self.discriminators = nn.ModuleList(
-            [LevelDiscriminator(channels, s, conv_hidden, num_classes) for s in self.sizes[:-1]]
+            [LevelDiscriminator(channels, s, conv_hidden, num_classes, conv_kernel) for s in self.sizes[:-1]]
             + [BaseDiscriminator(channels, coarse, base_hidden, num_classes)])
 
     def level_targets(self, images: torch.Tensor) -> List[Dict[str, torch.Tensor]]:

@@ -525,16 +525,28 @@ LevelOps halving_ops(int64_t h, int64_t w, int64_t levels, bool up) {
   return level_ops(std::move(hs), std::move(ws), true, up);
 }
 
-// Plane-by-plane scheduling pays off when every thread gets several planes.
-bool plane_parallel(int64_t planes) { return planes >= 4 * static_cast<int64_t>(at::get_num_threads()); }
+// Input elements (finest level) below which one more thread costs more than it saves.
+constexpr int64_t kWorkPerThread = 65536;
+
+// Plane-by-plane scheduling pays off when every thread gets several planes, and for small
+// work, which then runs on the calling thread alone.
+bool plane_parallel(int64_t planes, int64_t elements) {
+  return elements < 2 * kWorkPerThread || planes >= 4 * static_cast<int64_t>(at::get_num_threads());
+}
 
 // Runs body(p, state) for every plane p; each worker builds its state with make_state(). Planes
 // are claimed one at a time from a shared counter rather than split into fixed shares, so a
 // worker that the OS pauses (shared machines) does not hold up a fixed block of planes.
 template <typename MakeState, typename Body>
-void for_each_plane(int64_t planes, MakeState make_state, Body body) {
+void for_each_plane(int64_t planes, int64_t elements, MakeState make_state, Body body) {
+  const int64_t workers = std::min<int64_t>({planes, static_cast<int64_t>(at::get_num_threads()),
+                                             std::max<int64_t>(1, elements / kWorkPerThread)});
+  if (workers <= 1) {
+    auto state = make_state();
+    for (int64_t p = 0; p < planes; ++p) body(p, state);
+    return;
+  }
   std::atomic<int64_t> next{0};
-  const int64_t workers = std::min<int64_t>(planes, at::get_num_threads());
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     auto state = make_state();
     for (int64_t p = next.fetch_add(1); p < planes; p = next.fetch_add(1)) body(p, state);
@@ -559,9 +571,9 @@ std::vector<at::Tensor> pyr_down_levels_cpu(const at::Tensor& x, int64_t count) 
       src.push_back(o.const_data_ptr<T>());
     }
     auto area = [&](size_t i) { return ops.hs[i] * ops.ws[i]; };
-    if (plane_parallel(planes)) {
+    if (plane_parallel(planes, xc.numel())) {
       for_each_plane(
-          planes, [] { return Workspace<T>(); },
+          planes, xc.numel(), [] { return Workspace<T>(); },
           [&](int64_t p, Workspace<T>& ws) {
             for (int64_t i = 0; i < count; ++i)
               plane_rows<T, 0>(src[i] + p * area(i), dst[i] + p * area(i + 1), nullptr, ops.dv[i], ops.dh[i],
@@ -592,11 +604,11 @@ std::vector<at::Tensor> laplacian_pyramid_cpu(const at::Tensor& x, int64_t level
     const T sd = static_cast<T>(kDownScale * kDownScale), su = static_cast<T>(kUpScale * kUpScale);
     auto area = [&](int64_t i) { return ops.hs[i] * ops.ws[i]; };
     const T* xp = xc.const_data_ptr<T>();
-    if (plane_parallel(planes)) {
+    if (plane_parallel(planes, xc.numel())) {
       // Gaussian levels 1 .. levels-2 ping-pong through two scratch planes; the coarsest
       // Gaussian level is an output.
       for_each_plane(
-          planes, [&] { return std::make_pair(std::vector<T>(2 * area(1)), Workspace<T>()); },
+          planes, xc.numel(), [&] { return std::make_pair(std::vector<T>(2 * area(1)), Workspace<T>()); },
           [&](int64_t p, std::pair<std::vector<T>, Workspace<T>>& state) {
             auto& [scratch, ws] = state;
             const T* g = xp + p * area(0);
@@ -649,9 +661,9 @@ at::Tensor laplacian_reconstruct_cpu(at::TensorList pyramid) {
     const T su = static_cast<T>(kUpScale * kUpScale);
     auto area = [&](int64_t i) { return ops.hs[i] * ops.ws[i]; };
     T* op = out.mutable_data_ptr<T>();
-    if (plane_parallel(planes)) {
+    if (plane_parallel(planes, out.numel())) {
       for_each_plane(
-          planes, [&] { return std::make_pair(std::vector<T>(levels > 2 ? 2 * area(1) : 0), Workspace<T>()); },
+          planes, out.numel(), [&] { return std::make_pair(std::vector<T>(levels > 2 ? 2 * area(1) : 0), Workspace<T>()); },
           [&](int64_t p, std::pair<std::vector<T>, Workspace<T>>& state) {
             auto& [scratch, ws] = state;
             const T* g = lap[levels - 1].const_data_ptr<T>() + p * area(levels - 1);
