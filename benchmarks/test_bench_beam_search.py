@@ -2,9 +2,11 @@
 function on both sides; and the fused step alone vs log_softmax + add + topk.
 
 The step function is deliberately cheap so that the engines, not the model, are timed: it
-returns one of four pre-drawn [B*K, V] logit matrices (a view, no copy), chosen by the current
-length; every third row favours EOS so that hypotheses finish along the way and the
-finalisation paths run. transformers runs it through ``generate(num_beams=5)`` on a minimal
+returns a [B*K, V] window of one of four pre-drawn [2*B*K, V] logit matrices (a view, no
+copy), matrix and row offset chosen by the current length, so no two of the 64 steps see the
+same logits (with a period of 4 steps, hypotheses made of the same laps in another order tie up
+to rounding and the equality check becomes a coin toss); every third row favours EOS so that
+hypotheses finish along the way and the finalisation paths run. transformers runs it through ``generate(num_beams=5)`` on a minimal
 PreTrainedModel whose forward returns those logits (fastpapers.reference.beam_search.
 transformers_generate); both engines receive the same [B*K, cur_len] token ids each step.
 Results (sequences, scores) are checked equal before timing.
@@ -29,13 +31,15 @@ def _sync():
 @pytest.fixture(scope="module")
 def problem():
     g = torch.Generator().manual_seed(0)
-    bank = torch.randn(4, B * K, V, generator=g) * 3
+    bank = torch.randn(4, 2 * B * K, V, generator=g) * 3
     bank[:, ::3, EOS] = 11.0
     bank = bank.to(DEVICE)
     ids = torch.randint(3, V, (B, L0), generator=g).to(DEVICE)
 
     def fn(input_ids):
-        return bank[input_ids.shape[1] % 4]
+        t = input_ids.shape[1]
+        o = (t * 37) % (B * K)
+        return bank[t % 4, o:o + B * K]
 
     opts = dict(num_beams=K, max_length=L0 + STEPS, eos_token_id=EOS, pad_token_id=PAD)
     ours = ops.beam_search(lambda x, s: (fn(x), s), ids, **opts)

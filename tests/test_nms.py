@@ -4,7 +4,7 @@ import torchvision
 
 from fastpapers import ops
 from fastpapers.reference import nms as ref
-from tests.utils import DEVICES, assert_raises_naming, random_boxes, unique_scores
+from tests.utils import DEVICES, assert_raises_naming, needs_cuda, random_boxes, unique_scores
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -112,12 +112,15 @@ def test_bad_inputs():
                          0.5, max_per_group=0)
 
 
-def test_opcheck():
-    b = random_boxes(64, size=100.0)
-    s = unique_scores(64)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [64, 300])  # dense sweep and grid
+def test_opcheck(device, n):
+    b = random_boxes(n, size=100.0, device=device)
+    s = unique_scores(n, device=device)
     torch.library.opcheck(torch.ops.fastpapers.nms.default, (b, s, 0.5))
-    torch.library.opcheck(torch.ops.fastpapers.batched_nms.default,
-                          (b, s, torch.randint(0, 3, (64,)), 0.5, None, None))
+    idxs = torch.randint(0, 3, (n,), device=device)
+    torch.library.opcheck(torch.ops.fastpapers.batched_nms.default, (b, s, idxs, 0.5, None, None))
+    torch.library.opcheck(torch.ops.fastpapers.batched_nms.default, (b, s, idxs, 0.5, 0.25, 4))
 
 
 def test_torch_compile_parity():
@@ -130,3 +133,155 @@ def test_torch_compile_parity():
 
     compiled = torch.compile(f, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(b, s), f(b, s))
+
+
+def _tv_nms_per_group(boxes, scores, idxs, thr):
+    """torchvision.ops.nms run group by group (no coordinate offsets), merged by score."""
+    keep = []
+    for gid in torch.unique(idxs):
+        sel = torch.nonzero(idxs == gid).flatten()
+        keep.append(sel[torchvision.ops.nms(boxes[sel], scores[sel], thr)])
+    keep = torch.sort(torch.cat(keep)).values
+    return keep[torch.sort(scores[keep], stable=True, descending=True).indices]
+
+
+def _adversarial(kind, g):
+    """Layouts aimed at the CPU grid: each must still match torchvision exactly."""
+    if kind == "giant_plus_tiny":
+        b = random_boxes(1500, size=1000.0, max_wh=8.0, generator=g)
+        b[::300] = torch.tensor([-50.0, -50.0, 1100.0, 1100.0])  # a few boxes covering everything
+    elif kind == "one_cell":
+        b = random_boxes(1200, size=1.0, max_wh=0.6, generator=g) + 7.0
+    elif kind == "wide_thin":
+        y = torch.rand(1500, 1, dtype=torch.float64, generator=g) * 500
+        x = torch.rand(1500, 1, dtype=torch.float64, generator=g) * 20
+        h = torch.rand(1500, 1, dtype=torch.float64, generator=g) * 2 + 0.1
+        b = torch.cat([x, y, x + 900, y + h], 1)
+    elif kind == "wide_and_tall":  # half wide, half tall: most boxes span many cells
+        b = random_boxes(1600, size=500.0, max_wh=3.0, generator=g)
+        b[::2, 2] += 400.0
+        b[1::2, 3] += 400.0
+    elif kind == "some_large":  # 10% large boxes among tiny ones: too many for the big list
+        b = random_boxes(1500, size=600.0, max_wh=8.0, generator=g)
+        b[::10, 2:] += 150.0
+    elif kind == "far_apart_huge":  # clusters 1e6 apart: the grid is capped and cells shared
+        b = random_boxes(1500, size=60.0, max_wh=20.0, generator=g)
+        shift = torch.randint(0, 4, (1500, 1), generator=g).to(torch.float64) * 1e6
+        b = b + shift.repeat(1, 4)
+    elif kind == "degenerate_mix":  # zero-area, inverted and repeated boxes inside a dense field
+        b = random_boxes(1500, size=300.0, generator=g)
+        b[::5, 3] = b[::5, 1]
+        b[1::7, [0, 2]] = b[1::7, [2, 0]]
+        b[::13] = b[3]
+    else:
+        raise AssertionError(kind)
+    return b.float()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["giant_plus_tiny", "one_cell", "wide_thin", "wide_and_tall", "some_large",
+                                  "far_apart_huge", "degenerate_mix"])
+@pytest.mark.parametrize("thr", [0.0, 0.3, 0.7, 1.0])
+def test_nms_adversarial_layouts(device, kind, thr):
+    g = torch.Generator().manual_seed(sum(map(ord, kind)))
+    boxes = _adversarial(kind, g).to(device)
+    scores = unique_scores(boxes.shape[0], device=device, generator=g)
+    assert torch.equal(ops.nms(boxes, scores, thr).cpu(), torchvision.ops.nms(boxes, scores, thr).cpu())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_threshold_compared_like_torchvision(device):
+    # IoU 30/100 is 0.30000001 in float: above 0.3, so torchvision suppresses it; an
+    # inter > thr * union test (30 > 30.000002) would keep it.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 3]], device=device)
+    scores = torch.tensor([0.9, 0.8], device=device)
+    assert torchvision.ops.nms(boxes.cpu(), scores.cpu(), 0.3).tolist() == [0]
+    assert ops.nms(boxes, scores, 0.3).tolist() == [0]
+    # 0.7 rounds down in float: IoU exactly 0.7f is below 0.7 and must not suppress.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 7]], device=device)
+    assert ops.nms(boxes, scores, 0.7).tolist() == torchvision.ops.nms(boxes.cpu(), scores.cpu(), 0.7).tolist()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [3, 64, 200, 256, 257, 700])
+def test_small_and_boundary_sizes(device, n):
+    # Covers the dense sweep (<= 256 boxes), its compaction and the switch to the grid.
+    g = torch.Generator().manual_seed(n)
+    boxes = random_boxes(n, size=120.0, max_wh=60.0, generator=g).to(device)
+    scores = unique_scores(n, device=device, generator=g)
+    for thr in (0.0, 0.2, 0.5, 0.9):
+        assert torch.equal(ops.nms(boxes, scores, thr).cpu(), torchvision.ops.nms(boxes, scores, thr).cpu())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_many_ties_follow_index_order(device):
+    g = torch.Generator().manual_seed(5)
+    boxes = random_boxes(2000, size=400.0, generator=g).to(device)
+    scores = (torch.randint(0, 10, (2000,), generator=g).float() / 10).to(device)
+    assert torch.equal(ops.nms(boxes, scores, 0.5).cpu(), ref.nms(boxes, scores, 0.5).cpu())
+    idxs = torch.randint(0, 3, (2000,), generator=g).to(device)
+    assert torch.equal(ops.batched_nms(boxes, scores, idxs, 0.5).cpu(),
+                       ref.batched_nms(boxes, scores, idxs, 0.5).cpu())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("ids", ["one_group", "sparse_huge", "negative"])
+def test_batched_nms_group_ids(device, ids):
+    g = torch.Generator().manual_seed(11)
+    n = 2500
+    boxes = random_boxes(n, size=400.0, generator=g)
+    scores = unique_scores(n, generator=g)
+    if ids == "one_group":  # one big group: the grid path inside batched_nms
+        idxs = torch.full((n,), 7, dtype=torch.long)
+    elif ids == "sparse_huge":  # ids far apart: hashed, not offset into a table
+        idxs = torch.randint(0, 5, (n,), generator=g) * (2 ** 50) - 2 ** 52
+    else:
+        idxs = -torch.randint(1, 40, (n,), generator=g).to(torch.int32)
+    boxes, scores, idxs = boxes.to(device), scores.to(device), idxs.to(device)
+    want = _tv_nms_per_group(boxes.cpu(), scores.cpu(), idxs.cpu().long(), 0.5)
+    assert torch.equal(ops.batched_nms(boxes, scores, idxs, 0.5).cpu(), want)
+    got = ops.batched_nms(boxes, scores, idxs, 0.5, score_threshold=0.3, max_per_group=40)
+    assert torch.equal(got.cpu(), ref.batched_nms(boxes.cpu(), scores.cpu(), idxs.cpu(), 0.5, score_threshold=0.3,
+                                                  max_per_group=40))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_nms_non_contiguous(device):
+    base = random_boxes(1800, device=device, size=500.0)
+    boxes = torch.cat([base, base], 1)[:, ::2]
+    scores = unique_scores(3600, device=device)[::2]
+    idxs = torch.randint(0, 12, (3600,), device=device)[::2]
+    assert not boxes.is_contiguous() and not scores.is_contiguous() and not idxs.is_contiguous()
+    want = torchvision.ops.batched_nms(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), 0.4)
+    assert torch.equal(ops.batched_nms(boxes, scores, idxs, 0.4).cpu(), want.cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
+def test_batched_nms_low_precision_large_ids(device, dtype):
+    # Offsets of ~1e5 * max coordinate collapse in fp16 (the offset trick keeps duplicates);
+    # grouping by sort is exact: the result equals the float32 run on the same values. The
+    # rounded scores tie, so the oracle is the reference (stable order), not torchvision.
+    g = torch.Generator().manual_seed(2)
+    boxes = random_boxes(3000, size=500.0, generator=g).to(dtype)
+    scores = unique_scores(3000, generator=g).to(dtype)
+    idxs = torch.randint(0, 6, (3000,), generator=g) * 100_003 + 50_000
+    for kw in ({}, {"score_threshold": 0.5, "max_per_group": 7}):
+        got = ops.batched_nms(boxes.to(device), scores.to(device), idxs.to(device), 0.5, **kw)
+        assert got.dtype == torch.long
+        assert torch.equal(got.cpu(), ref.batched_nms(boxes.float(), scores.float(), idxs, 0.5, **kw))
+    assert torch.equal(ops.batched_nms(boxes.to(device), scores.to(device), idxs.to(device), 0.5).cpu(),
+                       ops.batched_nms(boxes.float(), scores.float(), idxs, 0.5))
+
+
+def test_torch_compile_batched_parity():
+    b = random_boxes(400, size=300.0)
+    s = unique_scores(400)
+    idxs = torch.randint(0, 5, (400,))
+
+    def f(boxes, scores, idxs):
+        keep = ops.batched_nms(boxes, scores, idxs, 0.5, score_threshold=0.1, max_per_group=20)
+        return scores[keep] * 2.0
+
+    compiled = torch.compile(f, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(b, s, idxs), f(b, s, idxs))

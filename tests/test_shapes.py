@@ -63,7 +63,8 @@ def test_centre_pixel_has_the_object_colour(single):
                                          / (2 * math.sin(2 * math.pi / 5) * (1 - math.cos(4 * math.pi / 5))))])
 def test_drawn_area_matches_the_geometry(kind, area):
     # Fraction of the bounding box the shape covers (anti-aliased coverage summed).
-    b = generate(40, size=96, seed=3, held_out=[(c, s) for c in COLOURS for s in SHAPES if s != kind])
+    b = generate(40, size=96, seed=3, kinds=[kind])
+    assert set(b.kind[:, 0].tolist()) == {SHAPES.index(kind)}
     fracs = []
     for i in range(len(b)):
         bg = torch.tensor(BACKGROUNDS[b.style_name(i)])[:, None, None]
@@ -163,6 +164,12 @@ def test_bad_arguments():
         generate(2, held_out=[("mauve", "circle")])
     with pytest.raises(ValueError, match="size"):
         generate(2, size=4)
+    with pytest.raises(ValueError, match="kinds"):
+        generate(2, kinds=["hexagon"])
+    with pytest.raises(ValueError, match="held_out"):
+        generate(2, kinds=["circle"], held_out=[("red", "star")])
+    with pytest.raises(ValueError, match="held_out"):
+        generate(2, kinds=["circle"], held_out=[(c, "circle") for c in COLOURS])
     with pytest.raises(ValueError, match="split"):
         ShapesCaptions(2, split="dev")
 

@@ -72,7 +72,8 @@ def _run(out, steps, *, resume=False, crash_at=None, sample=False, seed_model=1,
                  schedulers=scheds, grad_clip=0.5, log_every=100, checkpoint_every=500, sample_fn=sample_fn,
                  sample_every=sample_every, progress=False, device=device, amp=amp)
     tr.fit(steps, resume=resume)
-    return {f"{n}.{k}": v.detach().cpu().clone() for n, m in (("body", body), ("head", head)) for k, v in m.state_dict().items()}
+    return {f"{n}.{k}": v.detach().cpu().clone()
+            for n, m in (("body", body), ("head", head)) for k, v in m.state_dict().items()}
 
 
 def _records(out):
@@ -213,6 +214,22 @@ def test_load_checkpoint_into_modules(tmp_path):
     assert torch.equal(head.weight, ck["modules"]["head"]["weight"])
     with pytest.raises(ValueError, match="tail"):
         load_checkpoint(str(tmp_path / "checkpoint.pt"), {"tail": head})
+
+
+def test_loader_workers_give_the_same_batches():
+    ds = TensorDataset(torch.arange(40))
+    plain, workers = iter(ResumableLoader(ds, 8, seed=1)), iter(ResumableLoader(ds, 8, seed=1, num_workers=2))
+    for _ in range(7):  # crosses an epoch, so a second set of workers starts
+        assert torch.equal(next(plain)[0], next(workers)[0])
+
+
+def test_step_fn_must_return_scalars(tmp_path):
+    m = nn.Linear(2, 1)
+    opt = {"m": torch.optim.SGD(m.parameters(), lr=0.1)}
+    with pytest.raises(ValueError, match="'v'"):
+        Trainer({"m": m}, opt, lambda tr, b: {"v": torch.ones(3)}, out_dir=str(tmp_path), progress=False).fit(1)
+    with pytest.raises(TypeError, match="dict"):
+        Trainer({"m": m}, opt, lambda tr, b: 1.0, out_dir=str(tmp_path), progress=False).fit(1)
 
 
 def test_loader_position_restores_exactly_and_shards_cover_the_global_batch():

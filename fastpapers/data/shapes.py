@@ -15,7 +15,8 @@ Datasets: :class:`ShapesTextToImage` (one object per image, several template cap
 synonyms), :class:`ShapesCaptions` (2-3 objects, relational caption, attribute targets),
 :class:`ShapesDense` (1-4 objects, one caption per region; use :func:`dense_collate`).
 Splits: ``train``/``val``/``test`` never contain a held-out colour-shape combination;
-``heldout`` puts one in every image (for measuring compositional generalisation).
+``heldout`` puts one in every image (for measuring compositional generalisation). Every
+generator and dataset takes ``kinds=("circle", "square", "triangle")`` to use fewer shapes.
 """
 import math
 from dataclasses import dataclass
@@ -147,28 +148,39 @@ class ShapesBatch:
         return list(BACKGROUNDS)[int(self.style[i])]
 
 
-def combos(held_out: Sequence[Tuple[str, str]] = ()) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
-    """(allowed, held) lists of (colour index, kind index) pairs; held_out names (colour, shape)."""
+def combos(held_out: Sequence[Tuple[str, str]] = (), kinds: Optional[Sequence[str]] = None
+           ) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """(allowed, held) lists of (colour index, kind index) pairs; held_out names (colour, shape)
+    pairs, kinds restricts the shapes used (default: all of SHAPES)."""
     colours = list(COLOURS)
+    kinds = list(SHAPES) if kinds is None else list(kinds)
+    if not kinds or any(k not in SHAPES for k in kinds):
+        raise ValueError(f"kinds must be a non-empty subset of {SHAPES}, got {kinds!r}")
     held = []
     for pair in held_out:
-        if len(pair) != 2 or pair[0] not in COLOURS or pair[1] not in SHAPES:
+        if len(pair) != 2 or pair[0] not in COLOURS or pair[1] not in kinds:
             raise ValueError(f"held_out must hold (colour, shape) pairs with colour in {colours} and shape "
-                             f"in {SHAPES}, got {pair!r}")
+                             f"in {kinds}, got {pair!r}")
         held.append((colours.index(pair[0]), SHAPES.index(pair[1])))
-    allowed = [(c, k) for c in range(len(colours)) for k in range(len(SHAPES)) if (c, k) not in held]
+    allowed = [(c, SHAPES.index(k)) for c in range(len(colours)) for k in kinds
+               if (c, SHAPES.index(k)) not in held]
+    if not allowed:
+        raise ValueError("held_out leaves no (colour, shape) combination to draw")
     return allowed, held
 
 
 def generate(n: int, *, size: int = 64, min_objects: int = 1, max_objects: int = 1, seed: int = 0,
              held_out: Sequence[Tuple[str, str]] = (), require_held_out: bool = False,
-             max_overlap: float = 0.0, supersample: int = 2, device="cpu", chunk: int = 512) -> ShapesBatch:
+             max_overlap: float = 0.0, supersample: int = 2, device="cpu", chunk: int = 512,
+             kinds: Optional[Sequence[str]] = None) -> ShapesBatch:
     """Generate ``n`` images of ``size`` x ``size`` with ``min_objects..max_objects`` objects.
 
     held_out: (colour, shape) pairs that never appear, or, with ``require_held_out``, of
-    which exactly one object per image is drawn. max_overlap: largest IoU allowed between two
-    objects' boxes (0 = no overlap; > 0 gives occlusion, reported in ``visible``).
-    supersample: s x s samples per pixel for anti-aliased edges. Deterministic in ``seed``.
+    which exactly one object per image is drawn. kinds: the shapes to use (default all).
+    max_overlap: largest IoU allowed between two objects' boxes (0 = no overlap; > 0 gives
+    occlusion, reported in ``visible``). supersample: s x s samples per pixel for anti-aliased
+    edges. chunk: images drawn at once (memory bound; no effect on the output).
+    Deterministic in ``seed``.
     """
     for name, val, lo in [("n", n, 0), ("size", size, 8), ("min_objects", min_objects, 1),
                           ("supersample", supersample, 1), ("chunk", chunk, 1)]:
@@ -178,7 +190,7 @@ def generate(n: int, *, size: int = 64, min_objects: int = 1, max_objects: int =
         raise ValueError(f"max_objects must be an int >= min_objects ({min_objects}), got {max_objects!r}")
     if not 0.0 <= max_overlap < 1.0:
         raise ValueError(f"max_overlap must be in [0, 1), got {max_overlap!r}")
-    allowed, held = combos(held_out)
+    allowed, held = combos(held_out, kinds)
     if require_held_out and not held:
         raise ValueError("held_out must name at least one (colour, shape) pair when require_held_out is set")
     g = torch.Generator().manual_seed(int(seed))
@@ -322,12 +334,12 @@ def _split_seed(split: str, seed: int) -> Tuple[int, bool]:
 
 
 class _ShapesDataset(Dataset):
-    def __init__(self, n, *, size, min_objects, max_objects, split, seed, held_out, max_overlap, vocab):
+    def __init__(self, n, *, size, min_objects, max_objects, split, seed, held_out, max_overlap, vocab, kinds):
         gen_seed, require = _split_seed(split, seed)
         self.vocab = vocab or shapes_vocabulary()
         self.split = split
         self.batch = generate(n, size=size, min_objects=min_objects, max_objects=max_objects, seed=gen_seed,
-                              held_out=held_out, require_held_out=require, max_overlap=max_overlap)
+                              held_out=held_out, require_held_out=require, max_overlap=max_overlap, kinds=kinds)
         # uint8 keeps 10k 64x64 images at 120 MB instead of 480 MB.
         self.images = (self.batch.images * 255 + 0.5).to(torch.uint8)
         self.batch.images = self.batch.images[:0]
@@ -349,9 +361,9 @@ class ShapesTextToImage(_ShapesDataset):
 
     def __init__(self, n: int, *, size: int = 32, split: str = "train", seed: int = 0,
                  held_out: Sequence[Tuple[str, str]] = (), captions_per_image: int = 4,
-                 vocab: Optional[Vocabulary] = None):
+                 vocab: Optional[Vocabulary] = None, kinds: Optional[Sequence[str]] = None):
         super().__init__(n, size=size, min_objects=1, max_objects=1, split=split, seed=seed, held_out=held_out,
-                         max_overlap=0.0, vocab=vocab)
+                         max_overlap=0.0, vocab=vocab, kinds=kinds)
         g = torch.Generator().manual_seed(_split_seed(split, seed)[0] + 7)
         self.captions = [caption_variants(*self.batch.objects(i)[0], captions_per_image, g) for i in range(n)]
         flat = [c for caps in self.captions for c in caps]
@@ -374,9 +386,10 @@ class ShapesCaptions(_ShapesDataset):
 
     def __init__(self, n: int, *, size: int = 64, min_objects: int = 2, max_objects: int = 3,
                  split: str = "train", seed: int = 0, held_out: Sequence[Tuple[str, str]] = (),
-                 max_overlap: float = 0.0, vocab: Optional[Vocabulary] = None):
+                 max_overlap: float = 0.0, vocab: Optional[Vocabulary] = None,
+                 kinds: Optional[Sequence[str]] = None):
         super().__init__(n, size=size, min_objects=min_objects, max_objects=max_objects, split=split, seed=seed,
-                         held_out=held_out, max_overlap=max_overlap, vocab=vocab)
+                         held_out=held_out, max_overlap=max_overlap, vocab=vocab, kinds=kinds)
         self.captions = [self.batch.caption(i) for i in range(n)]
         self.attribute_words = [self.batch.attributes(i) for i in range(n)]
         self.tokens, self.lengths = self.vocab.encode_batch(self.captions)
@@ -398,9 +411,10 @@ class ShapesDense(_ShapesDataset):
 
     def __init__(self, n: int, *, size: int = 96, min_objects: int = 1, max_objects: int = 4,
                  split: str = "train", seed: int = 0, held_out: Sequence[Tuple[str, str]] = (),
-                 max_overlap: float = 0.0, vocab: Optional[Vocabulary] = None):
+                 max_overlap: float = 0.0, vocab: Optional[Vocabulary] = None,
+                 kinds: Optional[Sequence[str]] = None):
         super().__init__(n, size=size, min_objects=min_objects, max_objects=max_objects, split=split, seed=seed,
-                         held_out=held_out, max_overlap=max_overlap, vocab=vocab)
+                         held_out=held_out, max_overlap=max_overlap, vocab=vocab, kinds=kinds)
         self.region_captions = [self.batch.region_captions(i) for i in range(n)]
         flat = [c for caps in self.region_captions for c in caps]
         ids, _ = self.vocab.encode_batch(flat)

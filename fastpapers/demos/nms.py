@@ -41,11 +41,13 @@ def run(out_dir, *, device, seed):
     hstack([before, after]).save(path)
 
     import torchvision
-    nb, ns = _big_inputs(20000, device, g)
+    # 5k boxes: torchvision takes ~80 ms per call there on a 2-core CPU (1.4 s at 20k), which
+    # keeps the step a few seconds; the benchmarks time 20k.
+    nb, ns = _big_inputs(5000, device, g)
     assert torch.equal(ops.nms(nb, ns, 0.5).cpu(), torchvision.ops.nms(nb, ns, 0.5).cpu())
     t_ours = _median_time(lambda: ops.nms(nb, ns, 0.5))
     t_peer = _median_time(lambda: torchvision.ops.nms(nb, ns, 0.5), reps=3)
-    print(f"   {boxes.shape[0]} boxes -> {keep.numel()} kept; 20k random boxes: "
+    print(f"   {boxes.shape[0]} boxes -> {keep.numel()} kept; 5k random boxes: "
           f"fastpapers {t_ours * 1e3:.1f} ms, torchvision {t_peer * 1e3:.1f} ms ({t_peer / t_ours:.1f}x)")
     return [path]
 

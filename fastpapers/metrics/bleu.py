@@ -145,61 +145,61 @@ def batch_sentence_bleu(hyps: torch.Tensor, refs: torch.Tensor, *, pad_id: int =
     if hyps.dtype.is_floating_point or refs.dtype.is_floating_point:
         raise TypeError(f"hyps and refs must be integer token ids, got {hyps.dtype} and {refs.dtype}")
     value = _check_smooth(smooth, smooth_value)
-    B, R = refs.shape[0], refs.shape[1]
     dev = hyps.device
-    # Padding to max_n columns keeps unfold valid for short tensors; padded positions are never counted.
-    hyps = torch.nn.functional.pad(hyps, (0, max(0, max_n - hyps.shape[1])), value=pad_id)
-    refs = torch.nn.functional.pad(refs, (0, max(0, max_n - refs.shape[2])), value=pad_id)
+    N = max_n
     hl = _lengths(hyps, pad_id, eos_id)                                   # (B,)
     rl = _lengths(refs, pad_id, eos_id)                                   # (B, R)
-    correct, total = [], []
-    for n in range(1, max_n + 1):
-        H = hyps.unfold(1, n, 1)                                          # (B, Ih, n)
-        G = refs.unfold(2, n, 1)                                          # (B, R, Ir, n)
-        vh = torch.arange(H.shape[1], device=dev)[None] + n <= hl[:, None]
-        vr = torch.arange(G.shape[2], device=dev)[None, None] + n <= rl[..., None]
-        same = (H[:, :, None] == H[:, None]).all(-1) & vh[:, None] & vh[:, :, None]
-        c_h = same.sum(-1)                                                # count of each position's n-gram
-        match = (H[:, None, :, None] == G[:, :, None]).all(-1) & vr[:, :, None]
-        c_r = match.sum(-1).amax(1)                                       # max count over references
-        # Each distinct n-gram g appears c_h(g) times: sum over its positions of min(c_h, c_r)/c_h
-        # adds min(c_h, c_r) once. Rounding removes the float residue of the division.
-        frac = torch.where(vh, torch.minimum(c_h, c_r).double() / c_h.clamp(min=1).double(),
-                           torch.zeros((), dtype=torch.float64, device=dev))
-        correct.append(frac.sum(1).round())
-        total.append((hl - n + 1).clamp(min=0).double())
-    correct, total = torch.stack(correct, 1), torch.stack(total, 1)       # (B, N)
+    Lh, Lr = hyps.shape[1], refs.shape[2]
+    # n-gram equality without hashing: n-grams at (i, j) match when the (n-1)-grams at (i, j)
+    # match and the tokens at (i+n-1, j+n-1) do. Shifting the unigram equality matrix builds
+    # every order at full size; positions whose n-gram runs past the sentence are masked.
+    eq_hh = hyps[:, :, None] == hyps[:, None, :]                          # (B, Lh, Lh)
+    eq_hr = hyps[:, None, :, None] == refs[:, :, None, :]                 # (B, R, Lh, Lr)
+
+    def orders(eq):
+        out, cur = [eq], eq
+        for k in range(1, N):
+            shifted = torch.zeros_like(eq)
+            shifted[..., :-k, :-k] = eq[..., k:, k:]
+            cur = cur & shifted
+            out.append(cur)
+        return torch.stack(out)                                           # (N, ..., I, J)
+
+    n_idx = torch.arange(1, N + 1, device=dev)
+    vh = torch.arange(Lh, device=dev)[None, None] + n_idx[:, None, None] <= hl[None, :, None]        # (N, B, Lh)
+    vr = torch.arange(Lr, device=dev)[None, None, None] + n_idx[:, None, None, None] <= rl[None, ..., None]
+    c_h = (orders(eq_hh) & vh[:, :, None, :]).sum(-1)                     # (N, B, Lh): count in the hypothesis
+    c_r = (orders(eq_hr) & vr[:, :, :, None, :]).sum(-1).amax(2)          # (N, B, Lh): max count in a reference
+    # Each distinct n-gram g appears c_h(g) times: summing min(c_h, c_r)/c_h over its positions
+    # adds min(c_h, c_r) once. Rounding removes the float residue of the division.
+    frac = torch.where(vh, torch.minimum(c_h, c_r).double() / c_h.clamp(min=1).double(),
+                       torch.zeros((), dtype=torch.float64, device=dev))
+    correct = frac.sum(-1).round().T                                       # (B, N)
+    total = (hl[:, None] - n_idx[None] + 1).clamp(min=0).double()          # (B, N)
     hlf = hl.double()
-    diff = (rl - hl[:, None]).abs()
-    key = diff * (rl.max() + 1) + rl                                      # closest length, ties -> shorter
+    key = (rl - hl[:, None]).abs() * (rl.max() + 1) + rl                  # closest length, ties -> shorter
     ref_len = rl.gather(1, key.argmin(1, keepdim=True))[:, 0].double()
     bp = torch.where(hlf < ref_len, torch.exp(1 - ref_len / hlf.clamp(min=1)), torch.ones_like(hlf))
     bp = torch.where((hlf < ref_len) & (hlf == 0), torch.zeros_like(bp), bp)
     any_correct = correct.sum(1) > 0
     if smooth == "add-k":
-        add = torch.zeros(max_n, dtype=torch.float64, device=dev)
-        add[1:] = value
+        add = torch.full((N,), float(value), dtype=torch.float64, device=dev)
+        add[0] = 0
         correct, total = correct + add, total + add
-    alive = torch.ones(B, dtype=torch.bool, device=dev)
-    eff = torch.zeros(B, dtype=torch.float64, device=dev)
-    mteval = torch.ones(B, dtype=torch.float64, device=dev)
-    log_sum = torch.zeros(B, dtype=torch.float64, device=dev)
-    zero_seen = torch.zeros(B, dtype=torch.bool, device=dev)
-    for n in range(max_n):
-        c, t = correct[:, n], total[:, n]
-        alive = alive & (t > 0)
-        p = c / t.clamp(min=1e-300)
-        if smooth == "exp":
-            mteval = torch.where(alive & (c == 0), mteval * 2, mteval)
-            p = torch.where(c == 0, 1.0 / (mteval * t.clamp(min=1e-300)), p)
-        elif smooth == "floor":
-            p = torch.where(c == 0, value / t.clamp(min=1e-300), p)
-        counted = alive if effective_order else torch.ones_like(alive)
-        # Orders past the break (no n-grams) count as zero precision unless effective_order.
-        zero_seen = zero_seen | (counted & ((p <= 0) | ~alive))
-        log_sum = log_sum + torch.where(alive & (p > 0), torch.log(p.clamp(min=1e-300)), torch.zeros_like(p))
-        eff = eff + counted.double()
-    score = bp * torch.exp(log_sum / eff.clamp(min=1))
+    # sacrebleu stops at the first order without n-grams; ``alive`` marks the orders before it.
+    alive = torch.cumprod((total > 0).to(torch.int64), 1).bool()
+    p = correct / total.clamp(min=1e-300)
+    if smooth == "exp":
+        # NIST: the k-th order without a match gets 1 / (2^k * total).
+        k = torch.cumsum((alive & (correct == 0)).double(), 1)
+        p = torch.where(correct == 0, 1.0 / (torch.pow(2.0, k) * total.clamp(min=1e-300)), p)
+    elif smooth == "floor":
+        p = torch.where(correct == 0, value / total.clamp(min=1e-300), p)
+    counted = alive if effective_order else torch.ones_like(alive)
+    # Orders past the stop count as zero precision unless effective_order drops them.
+    zero_seen = (counted & ((p <= 0) | ~alive)).any(1)
+    log_sum = torch.where(alive & (p > 0), torch.log(p.clamp(min=1e-300)), torch.zeros_like(p)).sum(1)
+    score = bp * torch.exp(log_sum / counted.sum(1).clamp(min=1))
     score = torch.where(any_correct & ~zero_seen, score, torch.zeros_like(score))
     return score.float()
 

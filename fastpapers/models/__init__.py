@@ -1,1 +1,1 @@
-"""Paper models: thin nn.Module definitions, one file per paper."""
+"""Paper models: thin nn.Module definitions, one file per paper (see DESIGN.md)."""

@@ -1,9 +1,16 @@
 """Fused operators of fastpapers. Each op validates its inputs, dispatches to the C++ kernel
 on CPU tensors and to the CUDA/Triton kernel on CUDA tensors, and has a pure-PyTorch
 reference in :mod:`fastpapers.reference`."""
+from . import boxes
 from .beam_search import (BeamSearchOutput, GenerationOutput, beam_search, beam_search_step, greedy_search,
                           sample)
+from .gram import StyleLoss, gram_matrix, style_loss
 from .nms import batched_nms, nms
+from .pyramid import (gaussian_pyramid, laplacian_level, laplacian_pyramid, laplacian_reconstruct, max_pyramid_levels,
+                      pyr_down, pyr_up)
+from .roi import roi_align, roi_bilinear
 
-__all__ = ["nms", "batched_nms", "beam_search_step", "beam_search", "greedy_search", "sample",
-           "BeamSearchOutput", "GenerationOutput"]
+__all__ = ["nms", "batched_nms", "roi_bilinear", "roi_align", "boxes", "beam_search_step", "beam_search",
+           "greedy_search", "sample", "BeamSearchOutput", "GenerationOutput", "gram_matrix", "style_loss",
+           "StyleLoss", "pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid", "laplacian_reconstruct",
+           "laplacian_level", "max_pyramid_levels"]

@@ -7,12 +7,24 @@ the result holds int64 indices ordered by decreasing score, lower index first on
 """
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .._ext import require_ext
 from ._validate import check_finite, check_float, check_range, check_same_device, check_same_dtype, check_tensor
 
 __all__ = ["nms", "batched_nms"]
+
+
+def _check_finite(name, t):
+    # On CPU one single-threaded numpy pass: torch.isfinite(t).all() opens an OpenMP region
+    # above 32k elements, and on the shared 2-core machine (load ~25) its barrier took 148 ms
+    # wall (39 ms CPU) for 20k boxes, against ~10 ms CPU for the whole NMS.
+    if t.device.type == "cpu":
+        if t.numel() and not np.isfinite(t.detach().numpy()).all():
+            raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
+    else:
+        check_finite(name, t)
 
 
 def _check_boxes_scores(boxes, scores):
@@ -27,8 +39,8 @@ def _check_boxes_scores(boxes, scores):
     check_float("boxes", boxes)
     check_same_dtype(boxes=boxes, scores=scores)
     if not torch.compiler.is_compiling():
-        check_finite("boxes", boxes)
-        check_finite("scores", scores)
+        _check_finite("boxes", boxes)
+        _check_finite("scores", scores)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

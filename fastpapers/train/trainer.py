@@ -215,8 +215,12 @@ class Trainer:
 
     def _accumulate(self, out: Dict[str, Any]) -> None:
         # Sums stay on the device: no host sync until the next log line.
+        if not isinstance(out, dict):
+            raise TypeError(f"step_fn must return a dict of scalars or None, got {type(out).__name__}")
         for k, v in out.items():
             v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            if v.numel() != 1:
+                raise ValueError(f"step_fn returned {k!r} with shape {tuple(v.shape)}; logged values must be scalars")
             v = v.to(self.device).reshape(())
             self._sums[k] = self._sums[k] + v if k in self._sums else v
         self._count += 1

@@ -7,7 +7,7 @@
 // beats the current C-th best logit of the row, a scalar scan that inserts the winners into a
 // small sorted list. Within a row the ranking by logit equals the ranking by log-probability +
 // beam score, so the list holds raw logits until the normaliser is known.
-// Phase 2 (threaded over the B sentences): a K-way merge of the K sorted row lists.
+// Phase 2 (serial over the B sentences): a K-way merge of the K sorted row lists.
 // Order everywhere: larger score first, equal scores by lower index (token, then beam*V+token).
 // ATen's vectorised types take their AVX2 form (Sleef exp, exported by libtorch_cpu) only
 // when CPU_CAPABILITY_AVX2 is defined, as in ATen's own per-capability builds; setup.py adds
@@ -143,9 +143,11 @@ std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits
     });
     scalar_t* sp = scores.data_ptr<scalar_t>();
     int64_t* ip = indices.data_ptr<int64_t>();
-    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+    // The merge is B*C*K comparisons (1,600 for B=32, K=5): serial, because waking the
+    // thread pool for it costs more than the work.
+    {
       std::vector<int64_t> head(K);
-      for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t b = 0; b < B; ++b) {
         std::fill(head.begin(), head.end(), 0);
         const scalar_t* bv = rv + b * K * cap;
         const int64_t* bi = ri + b * K * cap;
@@ -162,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits
           ++head[best];
         }
       }
-    });
+    }
   });
   return {scores, indices};
 }

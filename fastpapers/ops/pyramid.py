@@ -1,0 +1,408 @@
+"""Image pyramids with OpenCV's float semantics (contract 4 in DESIGN.md).
+
+``pyr_down`` is cv2.pyrDown: 5-tap binomial [1, 4, 6, 4, 1]/16 per axis, reflect-101 border,
+the even pixels kept, so an H x W image becomes ceil(H/2) x ceil(W/2). ``pyr_up`` is cv2.pyrUp:
+2H x 2W by default, or an explicit size one less or one more than 2x on an odd side. The
+pyramids are built on them: ``gaussian_pyramid`` = [x, down(x), down(down(x)), ...],
+``laplacian_pyramid`` = [G_0 - up(G_1), ..., G_{n-2} - up(G_{n-1}), G_{n-1}] (each up to the
+size of the finer level) and ``laplacian_reconstruct`` inverts it exactly up to rounding.
+
+Every op is differentiable; the backward of each is its exact adjoint, reflected borders
+included, computed by its own kernels (``pyr_down_backward``, ``pyr_up_backward``). On CPU
+tensors the ops run the C++ kernels (the whole pyramid is built or collapsed plane by plane in
+one call); on CUDA tensors, Triton kernels (kernels/pyramid.py), one pass per level with the
+Laplacian subtraction / addition fused into pyr_up.
+
+Differences from the peers: kornia's ``pyrdown`` blurs then bilinearly resizes (a 2x2 average
+of the blurred image, floor sizes) and its ``pyrup`` resizes bilinearly then blurs, so its
+pyramids differ numerically from OpenCV's and from these. One deliberate difference from
+OpenCV: ``pyr_up`` of a 1-pixel-wide image to width 3 copies column 1 into column 2 (the rule
+OpenCV applies at every other width), where cv2.pyrUp leaves that column uninitialised.
+"""
+from functools import lru_cache
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from .._ext import require_ext
+from ..reference import pyramid as _ref
+from ._validate import check_float, check_same_device, check_same_dtype, check_size_pair
+
+__all__ = ["pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid", "laplacian_reconstruct",
+           "laplacian_level", "max_pyramid_levels"]
+
+_NS = "fastpapers::"
+
+
+def _check_image(name: str, x):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape [B, C, H, W] (4 dimensions), got shape {tuple(x.shape)}")
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"{name} must have H >= 1 and W >= 1, got shape {tuple(x.shape)}")
+    check_float(name, x)
+
+
+def _up_ok(n: int, m: int) -> bool:
+    return m >= 1 and abs(m - 2 * n) == m % 2
+
+
+def max_pyramid_levels(height: int, width: int) -> int:
+    """Number of distinct pyramid levels of an image: halving (rounding up) until 1 x 1."""
+    levels = 1
+    while max(height, width) > 1:
+        height, width = (height + 1) // 2, (width + 1) // 2
+        levels += 1
+    return levels
+
+
+def _check_levels(levels, x):
+    if not isinstance(levels, int) or isinstance(levels, bool):
+        raise TypeError(f"levels must be an int, got {type(levels).__name__}")
+    h, w = x.shape[2], x.shape[3]
+    top = max_pyramid_levels(h, w)
+    if not 1 <= levels <= top:
+        raise ValueError(f"levels must be in [1, {top}] for a {h}x{w} image (level {top} is 1x1), got {levels}")
+
+
+def pyr_down(x: torch.Tensor) -> torch.Tensor:
+    """Blur with the 5x5 binomial kernel (reflect-101 border) and keep the even pixels.
+
+    Args:
+        x: (B, C, H, W) float tensor.
+
+    Returns:
+        (B, C, ceil(H/2), ceil(W/2)), equal to cv2.pyrDown on each channel.
+
+    Example:
+        >>> import torch, fastpapers.ops as ops
+        >>> ops.pyr_down(torch.ones(1, 1, 5, 4)).shape
+        torch.Size([1, 1, 3, 2])
+    """
+    _check_image("x", x)
+    require_ext("pyr_down")
+    return torch.ops.fastpapers.pyr_down(x)
+
+
+def pyr_up(x: torch.Tensor, size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Upsample 2x and blur (OpenCV's pyrUp, computed in polyphase form).
+
+    Args:
+        x: (B, C, H, W) float tensor.
+        size: output (height, width); default (2H, 2W). An odd side may be 2H - 1 or 2H + 1
+            (likewise for W), as cv2.pyrUp's dstsize.
+
+    Returns:
+        (B, C, size[0], size[1]).
+    """
+    _check_image("x", x)
+    h, w = x.shape[2], x.shape[3]
+    if size is None:
+        oh, ow = 2 * h, 2 * w
+    else:
+        oh, ow = check_size_pair("size", size)
+        if not (_up_ok(h, oh) and _up_ok(w, ow)):
+            raise ValueError(f"size must be (2H, 2W) = ({2 * h}, {2 * w}) for an input of {h}x{w}, or one less or "
+                             f"one more on a side where it is odd; got ({oh}, {ow})")
+    require_ext("pyr_up")
+    return torch.ops.fastpapers.pyr_up(x, [oh, ow])
+
+
+def laplacian_level(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """``fine - pyr_up(coarse, fine's size)`` in one pass.
+
+    Args:
+        fine: (B, C, H, W). coarse: (B, C, h, w) with H in {2h - 1, 2h, 2h + 1} (odd only when
+            not 2h), likewise W.
+    """
+    _check_image("fine", fine)
+    _check_image("coarse", coarse)
+    _check_pair("coarse", coarse, "fine", fine)
+    require_ext("laplacian_level")
+    return torch.ops.fastpapers.laplacian_level(fine, coarse)
+
+
+def _check_pair(cname, coarse, fname, fine):
+    check_same_device(**{fname: fine, cname: coarse})
+    check_same_dtype(**{fname: fine, cname: coarse})
+    if coarse.shape[:2] != fine.shape[:2]:
+        raise ValueError(f"{cname} must have the same B, C as {fname} {tuple(fine.shape[:2])}, "
+                         f"got shape {tuple(coarse.shape)}")
+    if not (_up_ok(coarse.shape[2], fine.shape[2]) and _up_ok(coarse.shape[3], fine.shape[3])):
+        raise ValueError(f"{cname} of size {tuple(coarse.shape[2:])} is not the next coarser level of {fname} "
+                         f"{tuple(fine.shape[2:])}: expected ceil(H/2) x ceil(W/2) = "
+                         f"({(fine.shape[2] + 1) // 2}, {(fine.shape[3] + 1) // 2}) or any size that pyr_up "
+                         f"maps to {tuple(fine.shape[2:])}")
+
+
+def gaussian_pyramid(x: torch.Tensor, levels: int) -> List[torch.Tensor]:
+    """[x, pyr_down(x), pyr_down(pyr_down(x)), ...], ``levels`` tensors (the first is x itself).
+
+    Args:
+        x: (B, C, H, W). levels: 1 .. max_pyramid_levels(H, W).
+    """
+    _check_image("x", x)
+    _check_levels(levels, x)
+    require_ext("gaussian_pyramid")
+    if levels == 1:
+        return [x]
+    return [x] + list(torch.ops.fastpapers.pyr_down_levels(x, levels - 1))
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int) -> List[torch.Tensor]:
+    """Laplacian pyramid: ``levels`` tensors, L_i = G_i - pyr_up(G_{i+1}, size of G_i), and the
+    coarsest Gaussian level last.
+
+    Args:
+        x: (B, C, H, W). levels: 1 .. max_pyramid_levels(H, W).
+
+    Example:
+        >>> import torch, fastpapers.ops as ops
+        >>> x = torch.rand(2, 3, 33, 20)
+        >>> pyr = ops.laplacian_pyramid(x, 4)
+        >>> [tuple(p.shape[2:]) for p in pyr]
+        [(33, 20), (17, 10), (9, 5), (5, 3)]
+        >>> bool((ops.laplacian_reconstruct(pyr) - x).abs().max() < 1e-5)
+        True
+    """
+    _check_image("x", x)
+    _check_levels(levels, x)
+    require_ext("laplacian_pyramid")
+    return list(torch.ops.fastpapers.laplacian_pyramid(x, levels))
+
+
+def laplacian_reconstruct(pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Collapse a Laplacian pyramid: G_{n-1} = pyramid[-1], G_i = pyramid[i] + pyr_up(G_{i+1}).
+
+    Args:
+        pyramid: sequence of (B, C, H_i, W_i), finest first; each level must be a size that
+            pyr_up maps to the one before (as laplacian_pyramid makes them).
+    """
+    if not isinstance(pyramid, (list, tuple)):
+        raise TypeError(f"pyramid must be a list or tuple of tensors, got {type(pyramid).__name__}")
+    if len(pyramid) == 0:
+        raise ValueError("pyramid must hold at least one level, got an empty sequence")
+    for i, p in enumerate(pyramid):
+        _check_image(f"pyramid[{i}]", p)
+        if i:
+            _check_pair(f"pyramid[{i}]", p, f"pyramid[{i - 1}]", pyramid[i - 1])
+    require_ext("laplacian_reconstruct")
+    return torch.ops.fastpapers.laplacian_reconstruct(list(pyramid))
+
+
+# --- registration: fake kernels, autograd, CUDA (Triton) ---------------------------------
+
+
+def _sizes(x) -> Tuple[int, int]:
+    return x.shape[2], x.shape[3]
+
+
+def _halving(h, w, levels):
+    sizes = [(h, w)]
+    for _ in range(levels - 1):
+        h, w = (h + 1) // 2, (w + 1) // 2
+        sizes.append((h, w))
+    return sizes
+
+
+def _no_context(ctx, inputs, output):
+    pass
+
+
+def _register():
+    ops = torch.ops.fastpapers
+
+    def empty(x, h, w):
+        return x.new_empty((x.shape[0], x.shape[1], h, w))
+
+    torch.library.register_fake(_NS + "pyr_down")(lambda x: empty(x, (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2))
+    torch.library.register_fake(_NS + "pyr_up")(lambda x, size: empty(x, size[0], size[1]))
+    torch.library.register_fake(_NS + "pyr_down_backward")(lambda g, input_size: empty(g, *input_size))
+    torch.library.register_fake(_NS + "pyr_up_backward")(lambda g, input_size: empty(g, *input_size))
+    torch.library.register_fake(_NS + "laplacian_level")(lambda fine, coarse: torch.empty_like(fine))
+    torch.library.register_fake(_NS + "pyr_up_add")(lambda coarse, residual: torch.empty_like(residual))
+
+    @torch.library.register_fake(_NS + "pyr_down_levels")
+    def _(x, count):
+        return [empty(x, h, w) for h, w in _halving(x.shape[2], x.shape[3], count + 1)[1:]]
+
+    @torch.library.register_fake(_NS + "laplacian_pyramid")
+    def _(x, levels):
+        return [empty(x, h, w) for h, w in _halving(x.shape[2], x.shape[3], levels)]
+
+    torch.library.register_fake(_NS + "laplacian_reconstruct")(lambda pyramid: torch.empty_like(pyramid[0]))
+
+    # Autograd: every backward is built from the adjoint ops, which are differentiable in turn
+    # (the adjoint of an adjoint is the forward op), so double backward works too.
+    def save_in_size(ctx, inputs, output):
+        ctx.in_size = list(_sizes(inputs[0]))
+
+    torch.library.register_autograd(
+        _NS + "pyr_down", lambda ctx, g: ops.pyr_down_backward(g, ctx.in_size), setup_context=save_in_size)
+    torch.library.register_autograd(
+        _NS + "pyr_up", lambda ctx, g: (ops.pyr_up_backward(g, ctx.in_size), None), setup_context=save_in_size)
+    torch.library.register_autograd(
+        _NS + "pyr_down_backward", lambda ctx, g: (ops.pyr_down(g), None), setup_context=_no_context)
+    torch.library.register_autograd(
+        _NS + "pyr_up_backward", lambda ctx, g: (ops.pyr_up(g, ctx.in_size), None), setup_context=save_in_size)
+
+    def level_setup(ctx, inputs, output):
+        ctx.coarse_size = list(_sizes(inputs[1]))
+
+    def level_backward(ctx, g):
+        return g, -ops.pyr_up_backward(g, ctx.coarse_size)
+
+    torch.library.register_autograd(_NS + "laplacian_level", level_backward, setup_context=level_setup)
+
+    def add_setup(ctx, inputs, output):
+        ctx.coarse_size = list(_sizes(inputs[0]))
+
+    def add_backward(ctx, g):
+        return ops.pyr_up_backward(g, ctx.coarse_size), g
+
+    torch.library.register_autograd(_NS + "pyr_up_add", add_backward, setup_context=add_setup)
+
+    def levels_setup(ctx, inputs, output):
+        ctx.sizes = [list(_sizes(inputs[0]))] + [list(_sizes(o)) for o in output]
+
+    def down_levels_backward(ctx, grads):
+        # G_{i+1} = D(G_i): dG_i = g_i + D^T dG_{i+1}, walking from the coarsest level.
+        acc = grads[-1]
+        for i in range(len(grads) - 1, 0, -1):
+            acc = grads[i - 1] + ops.pyr_down_backward(acc, ctx.sizes[i])
+        return ops.pyr_down_backward(acc, ctx.sizes[0]), None
+
+    torch.library.register_autograd(_NS + "pyr_down_levels", down_levels_backward, setup_context=levels_setup)
+
+    def lap_setup(ctx, inputs, output):
+        ctx.sizes = [list(_sizes(o)) for o in output]
+
+    def lap_backward(ctx, grads):
+        # L_i = G_i - U_i G_{i+1} (i < n-1), L_{n-1} = G_{n-1}, G_{i+1} = D_i G_i. From the
+        # coarsest level: dG_i = dL_i - U_{i-1}^T dL_{i-1} + D_i^T dG_{i+1}.
+        n = len(grads)
+        sizes = ctx.sizes
+        acc = None
+        for i in range(n - 1, -1, -1):
+            d = grads[i]
+            if i > 0:
+                d = d - ops.pyr_up_backward(grads[i - 1], sizes[i])
+            if acc is not None:
+                d = d + ops.pyr_down_backward(acc, sizes[i])
+            acc = d
+        return acc, None
+
+    torch.library.register_autograd(_NS + "laplacian_pyramid", lap_backward, setup_context=lap_setup)
+
+    def rec_setup(ctx, inputs, output):
+        ctx.sizes = [list(_sizes(p)) for p in inputs[0]]
+
+    def rec_backward(ctx, g):
+        # out = L_0 + U_0 (L_1 + U_1 (...)): dL_0 = g, dL_{i+1} = U_i^T dL_i.
+        grads = [g]
+        for size in ctx.sizes[1:]:
+            grads.append(ops.pyr_up_backward(grads[-1], size))
+        return (grads,)
+
+    torch.library.register_autograd(_NS + "laplacian_reconstruct", rec_backward, setup_context=rec_setup)
+
+    from .. import kernels
+    if kernels.HAS_TRITON:
+        _register_cuda()
+
+
+@lru_cache(maxsize=512)
+def _table(kind: str, n: int, m: int, vertical: bool, device: torch.device):
+    """Tap table of one 1-D operator on ``device``, n being the forward op's input length:
+    "down" (n -> ceil(n/2)), "up" (n -> m), and the adjoints "down_t" (ceil(n/2) -> n) and
+    "up_t" (m -> n)."""
+    from ..kernels.pyramid import tap_table
+
+    if kind == "down":
+        rows = _ref.down_taps(n)
+    elif kind == "up":
+        rows = _ref.up_taps(n, m, vertical)
+    elif kind == "down_t":
+        rows = _ref.transpose_taps(_ref.down_taps(n), n)
+    else:
+        rows = _ref.transpose_taps(_ref.up_taps(n, m, vertical), n)
+    return tap_table(rows, device)
+
+
+def _tables(kind, in_hw, out_hw, device):
+    """(rows, cols) tap tables; in_hw / out_hw are the forward op's input / output sizes."""
+    return (_table(kind, in_hw[0], out_hw[0], True, device), _table(kind, in_hw[1], out_hw[1], False, device))
+
+
+def _register_cuda():
+    from ..kernels import pyramid as K
+
+    def down(x):
+        h, w = _sizes(x)
+        rows, cols = _tables("down", (h, w), ((h + 1) // 2, (w + 1) // 2), x.device)
+        return K.separable(x, rows, cols)
+
+    def up(x, size, other=None, alpha=1.0):
+        rows, cols = _tables("up", _sizes(x), tuple(size), x.device)
+        return K.separable(x, rows, cols, other=other, alpha=alpha)
+
+    @torch.library.impl(_NS + "pyr_down", "CUDA")
+    def _(x):
+        return down(x)
+
+    @torch.library.impl(_NS + "pyr_up", "CUDA")
+    def _(x, size):
+        return up(x, size)
+
+    @torch.library.impl(_NS + "pyr_down_backward", "CUDA")
+    def _(grad, input_size):
+        rows, cols = _tables("down_t", tuple(input_size), _sizes(grad), grad.device)
+        return K.separable(grad, rows, cols)
+
+    @torch.library.impl(_NS + "pyr_up_backward", "CUDA")
+    def _(grad, input_size):
+        rows, cols = _tables("up_t", tuple(input_size), _sizes(grad), grad.device)
+        return K.separable(grad, rows, cols)
+
+    @torch.library.impl(_NS + "laplacian_level", "CUDA")
+    def _(fine, coarse):
+        return up(coarse, _sizes(fine), other=fine, alpha=-1.0)
+
+    @torch.library.impl(_NS + "pyr_up_add", "CUDA")
+    def _(coarse, residual):
+        return up(coarse, _sizes(residual), other=residual, alpha=1.0)
+
+    @torch.library.impl(_NS + "pyr_down_levels", "CUDA")
+    def _(x, count):
+        out = []
+        for _ in range(count):
+            x = down(x)
+            out.append(x)
+        return out
+
+    @torch.library.impl(_NS + "laplacian_pyramid", "CUDA")
+    def _(x, levels):
+        # One pyr_down pass per level, then one fused up-and-subtract pass per level.
+        gauss = [x]
+        for _ in range(levels - 1):
+            gauss.append(down(gauss[-1]))
+        laps = [up(gauss[i + 1], _sizes(gauss[i]), other=gauss[i], alpha=-1.0) for i in range(levels - 1)]
+        return laps + [gauss[-1].clone() if levels == 1 else gauss[-1]]
+
+    @torch.library.impl(_NS + "laplacian_reconstruct", "CUDA")
+    def _(pyramid):
+        g = pyramid[-1]
+        if len(pyramid) == 1:
+            return g.clone()
+        for lap in reversed(pyramid[:-1]):
+            g = up(g, _sizes(lap), other=lap, alpha=1.0)
+        return g
+
+
+try:
+    require_ext("pyr_down")
+except Exception:  # the error is raised, with the build hint, when an op is called
+    pass
+else:
+    _register()

@@ -1,0 +1,158 @@
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from fastpapers import ops
+from fastpapers.cli import main
+from fastpapers.models.lapgan import (LAPGAN, count_parameters, gan_optimizers, gan_step_fn, lapgan_optimizers,
+                                      lapgan_step_fn, matched_gan, sample_strip)
+from fastpapers.train import Trainer
+from tests.utils import assert_close
+
+
+def _data(n=32, size=16, classes=10):
+    g = torch.Generator().manual_seed(1)
+    return TensorDataset(torch.rand(n, 1, size, size, generator=g), torch.randint(0, classes, (n,), generator=g))
+
+
+def test_level_targets_are_the_laplacian_pyramid():
+    model = LAPGAN(size=16, levels=3)
+    x = torch.rand(5, 1, 16, 16) * 2 - 1
+    t = model.level_targets(x)
+    assert [tuple(e["real"].shape) for e in t] == [(5, 1, 16, 16), (5, 1, 8, 8), (5, 1, 4, 4)]
+    pyr = ops.laplacian_pyramid(x, 3)
+    for e, level in zip(t, pyr):
+        assert_close(e["real"], level)
+    # cond_k is the upsampled coarser Gaussian level: h_k + cond_k rebuilds level k exactly.
+    gauss = ops.gaussian_pyramid(x, 3)
+    for k in range(2):
+        assert_close(t[k]["cond"], ops.pyr_up(gauss[k + 1], (gauss[k].shape[2], gauss[k].shape[3])))
+    assert_close(ops.laplacian_reconstruct([e["real"] for e in t]), x)
+
+
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_module_shapes(num_classes):
+    model = LAPGAN(size=16, levels=3, num_classes=num_classes)
+    onehot = torch.eye(10)[torch.arange(4) % 10] if num_classes else None
+    assert model.sizes == [16, 8, 4]
+    base = model.generate_level(2, 4, onehot=onehot)
+    assert base.shape == (4, 1, 4, 4) and base.abs().max() <= 1
+    cond = ops.pyr_up(base, (8, 8))
+    res = model.generate_level(1, 4, cond=cond, onehot=onehot)
+    assert res.shape == (4, 1, 8, 8)
+    assert model.discriminators[1](res, cond, onehot).shape == (4,)
+    assert model.discriminators[2](base, onehot).shape == (4,)
+
+
+def test_sampling_is_coarse_to_fine_and_seeded():
+    model = LAPGAN(size=16, levels=3, num_classes=10).eval()
+    labels = torch.arange(6) % 10
+    with torch.no_grad():
+        out, levels = model.sample(6, labels, return_levels=True, generator=torch.Generator().manual_seed(3))
+        again = model.sample(6, labels, generator=torch.Generator().manual_seed(3))
+    assert out.shape == (6, 1, 16, 16)
+    assert [lv.shape[-1] for lv in levels] == [16, 8, 4]
+    assert torch.equal(out, again)
+    assert torch.equal(out, levels[0])
+    with pytest.raises(ValueError, match="labels"):
+        model.sample(2)
+    strip = sample_strip(levels)
+    assert strip.shape == (18, 1, 16, 16)
+    assert torch.equal(strip[2], levels[0][0])
+
+
+def test_bad_levels():
+    with pytest.raises(ValueError, match="levels"):
+        LAPGAN(size=16, levels=6)
+    with pytest.raises(ValueError, match="levels"):
+        LAPGAN(size=16, levels=1)
+    with pytest.raises(ValueError, match="conv_kernel"):
+        LAPGAN(size=16, levels=3, conv_kernel=4)
+
+
+def _params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_one_training_step_updates_every_level(tmp_path, num_classes):
+    torch.manual_seed(0)
+    model = LAPGAN(size=16, levels=3, num_classes=num_classes)
+    before = _params(model)
+    tr = Trainer({"lapgan": model}, lapgan_optimizers(model), lapgan_step_fn(model), data=_data(), batch_size=8,
+                 out_dir=str(tmp_path), checkpoint_every=0, progress=False, log_every=1)
+    metrics = tr.fit(1)
+    for k in range(3):
+        assert {f"loss_d{k}", f"loss_g{k}"} <= set(metrics)
+        for part in (model.generators[k], model.discriminators[k]):
+            for name, p in part.named_parameters():
+                full = [n for n, q in model.named_parameters() if q is p][0]
+                assert not torch.equal(p.detach(), before[full]), f"level {k} parameter {name} did not move"
+
+
+def test_resume_is_bit_exact(tmp_path):
+    def run(out, steps_then):
+        torch.manual_seed(0)
+        model = LAPGAN(size=8, levels=2)
+        for steps in steps_then:
+            # A fresh trainer per chunk, as a killed and restarted process would build.
+            tr = Trainer({"lapgan": model}, lapgan_optimizers(model), lapgan_step_fn(model),
+                         data=_data(size=8), batch_size=8, out_dir=str(out), seed=5, checkpoint_every=0,
+                         progress=False)
+            tr.fit(steps, resume=True)
+        return _params(model)
+
+    straight = run(tmp_path / "a", [4])
+    resumed = run(tmp_path / "b", [2, 4])
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_matched_gan_has_the_same_parameter_count(tmp_path):
+    for cfg in (dict(size=16, levels=3), dict(size=32, levels=4, num_classes=10)):
+        lap = LAPGAN(**cfg)
+        gan = matched_gan(lap)
+        assert abs(count_parameters(gan) - count_parameters(lap)) / count_parameters(lap) < 0.01
+    tr = Trainer({"gan": gan}, gan_optimizers(gan), gan_step_fn(gan), data=_data(size=32), batch_size=8,
+                 out_dir=str(tmp_path), checkpoint_every=0, progress=False,
+                 log_every=1)
+    assert {"loss_d", "loss_g"} <= set(tr.fit(1))
+
+
+def test_cli_train_sample_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["lapgan", "train", "--out", str(out), "--size", "8", "--levels", "2", "--steps", "3",
+                 "--batch-size", "16", "--class-cond", "--sample-every", "0"]) == 0
+    ckpt = out / "checkpoint.pt"
+    assert ckpt.is_file()
+    cfg = json.loads((out / "lapgan.json").read_text())
+    assert cfg["model"]["num_classes"] == 10 and cfg["model"]["size"] == 8
+    assert main(["lapgan", "train", "--out", str(out), "--size", "8", "--levels", "2", "--steps", "5",
+                 "--batch-size", "16", "--class-cond", "--sample-every", "0", "--resume"]) == 0
+    assert "trained 5 steps" in capsys.readouterr().out
+    png = tmp_path / "s.png"
+    assert main(["lapgan", "sample", "--checkpoint", str(ckpt), "--out", str(png), "--n", "20", "--strip"]) == 0
+    assert png.is_file() and (tmp_path / "s_strip.png").is_file()
+    res = tmp_path / "parzen.json"
+    assert main(["lapgan", "eval", "--checkpoint", str(ckpt), "--samples", "50", "--out", str(res)]) == 0
+    score = json.loads(res.read_text())
+    assert score["sigma"] > 0 and score["log_likelihood"] == score["log_likelihood"]
+    # Bad input: a one-line reason and exit status 2.
+    assert main(["lapgan", "sample", "--checkpoint", str(ckpt), "--class", "12"]) == 2
+    assert main(["lapgan", "sample", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert main(["lapgan", "train", "--out", str(out), "--size", "8", "--levels", "9"]) == 2
+
+
+def test_cli_compare_smoke(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["lapgan", "compare", "--out", str(out), "--size", "8", "--levels", "2", "--cpu-seconds", "0.01",
+                 "--batch-size", "16", "--samples", "50"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"lapgan", "gan"}
+    assert abs(res["lapgan"]["parameters"] - res["gan"]["parameters"]) < 0.01 * res["lapgan"]["parameters"]
+    assert res["lapgan"]["steps"] == res["gan"]["steps"] == 25
+    for name in ("lapgan_samples.png", "gan_samples.png", "lapgan_strip.png", "test_images.png"):
+        assert (out / name).is_file()

@@ -1,0 +1,296 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fastpapers import ops
+from fastpapers.reference import pyramid as ref
+from tests.utils import DEVICES, assert_close, assert_raises_naming, needs_cuda
+
+DTYPES = [torch.float32, torch.float64]
+# Odd, even, single-row, single-column and tiny images.
+SIZES = [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5), (4, 9), (16, 16), (33, 20), (31, 64)]
+
+
+def _per_channel(fn, x, **kw):
+    a = x.detach().cpu().numpy()
+    out = np.stack([np.stack([fn(a[b, c], **kw) for c in range(a.shape[1])]) for b in range(a.shape[0])])
+    return torch.from_numpy(out)
+
+
+def _up_sizes(h, w):
+    """Every size cv2.pyrUp accepts: 2n, and 2n +- 1 where odd."""
+    hs = [2 * h, 2 * h - 1, 2 * h + 1]
+    ws = [2 * w, 2 * w - 1, 2 * w + 1]
+    return [(a, b) for a in hs for b in ws if a >= 1 and b >= 1]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", SIZES)
+def test_pyr_down_matches_cv2(device, dtype, size):
+    x = torch.rand(2, 3, *size, dtype=dtype, device=device)
+    got = ops.pyr_down(x)
+    assert got.shape == (2, 3, (size[0] + 1) // 2, (size[1] + 1) // 2)
+    assert_close(got.cpu(), _per_channel(cv2.pyrDown, x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", SIZES)
+def test_pyr_up_matches_cv2(device, dtype, size):
+    h, w = size
+    x = torch.rand(2, 2, h, w, dtype=dtype, device=device)
+    assert_close(ops.pyr_up(x).cpu(), _per_channel(cv2.pyrUp, x))
+    for oh, ow in _up_sizes(h, w):
+        got = ops.pyr_up(x, (oh, ow))
+        assert got.shape == (2, 2, oh, ow)
+        if w == 1 and ow == 3:
+            # cv2.pyrUp leaves column 2 uninitialised here; see the next test.
+            continue
+        assert_close(got.cpu(), _per_channel(cv2.pyrUp, x, dstsize=(ow, oh)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pyr_up_single_column_to_three_copies_column_one(device):
+    x = torch.rand(1, 2, 4, 1, dtype=torch.float64, device=device)
+    got = ops.pyr_up(x, (9, 3))
+    assert_close(got.cpu(), ref.pyr_up(x.cpu(), (9, 3)))
+    assert torch.equal(got[..., 2], got[..., 1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [(1, 9), (9, 1), (3, 5), (33, 20), (64, 31)])
+def test_pyramids_match_reference_and_cv2(device, dtype, size):
+    x = torch.rand(2, 3, *size, dtype=dtype, device=device)
+    levels = ops.max_pyramid_levels(*size)
+    gauss = ops.gaussian_pyramid(x, levels)
+    lap = ops.laplacian_pyramid(x, levels)
+    assert gauss[0] is x
+    want_g = ref.gaussian_pyramid(x.cpu().double(), levels)
+    want_l = ref.laplacian_pyramid(x.cpu().double(), levels)
+    assert [tuple(g.shape) for g in gauss] == [tuple(g.shape) for g in want_g]
+    for got, want in zip(gauss + lap, want_g + want_l):
+        assert_close(got.cpu().double(), want, dtype=dtype)
+    # The same pyramid from a cv2 loop, per channel.
+    g_cv = [x.cpu()]
+    for _ in range(levels - 1):
+        g_cv.append(_per_channel(cv2.pyrDown, g_cv[-1]))
+    for i in range(levels - 1):
+        fine = g_cv[i]
+        up = _per_channel(cv2.pyrUp, g_cv[i + 1], dstsize=(fine.shape[3], fine.shape[2]))
+        assert_close(lap[i].cpu(), fine - up)
+    assert_close(lap[-1].cpu(), g_cv[-1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (5, 1), (2, 2), (3, 5), (37, 64), (64, 64)])
+def test_reconstruct_inverts_laplacian_pyramid(device, dtype, size):
+    x = torch.rand(3, 2, *size, dtype=dtype, device=device)
+    for levels in range(1, ops.max_pyramid_levels(*size) + 1):
+        pyr = ops.laplacian_pyramid(x, levels)
+        assert len(pyr) == levels
+        back = ops.laplacian_reconstruct(pyr)
+        assert_close(back, x)
+        if levels == 1:
+            assert back.data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize("planes", [(1, 2), (4, 5)])
+def test_plane_and_row_scheduling_agree(planes):
+    # Few planes run level by level, parallel over rows; many run plane by plane.
+    torch.set_num_threads(2)
+    x = torch.rand(*planes, 45, 38, dtype=torch.float64)
+    lap = ops.laplacian_pyramid(x, 5)
+    for got, want in zip(lap, ref.laplacian_pyramid(x, 5)):
+        assert_close(got, want)
+    for got, want in zip(ops.gaussian_pyramid(x, 5), ref.gaussian_pyramid(x, 5)):
+        assert_close(got, want)
+    assert_close(ops.laplacian_reconstruct(lap), x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_laplacian_level_is_fused_difference(device):
+    fine = torch.rand(2, 3, 19, 12, dtype=torch.float64, device=device)
+    coarse = torch.rand(2, 3, 10, 6, dtype=torch.float64, device=device)
+    assert_close(ops.laplacian_level(fine, coarse), fine - ops.pyr_up(coarse, (19, 12)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_and_empty(device):
+    base = torch.rand(2, 9, 13, 3, dtype=torch.float64, device=device)
+    x = base.permute(0, 3, 1, 2)
+    assert not x.is_contiguous()
+    assert_close(ops.pyr_down(x), ref.pyr_down(x.contiguous()))
+    assert_close(ops.pyr_up(x[..., ::2]), ref.pyr_up(x[..., ::2].contiguous()))
+    empty = torch.rand(0, 3, 8, 5, device=device)
+    assert ops.pyr_down(empty).shape == (0, 3, 4, 3)
+    assert ops.pyr_up(empty, (15, 10)).shape == (0, 3, 15, 10)
+    pyr = ops.laplacian_pyramid(empty, 3)
+    assert [tuple(p.shape) for p in pyr] == [(0, 3, 8, 5), (0, 3, 4, 3), (0, 3, 2, 2)]
+    assert ops.laplacian_reconstruct(pyr).shape == (0, 3, 8, 5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cuda(dtype):
+    x = torch.rand(2, 3, 37, 50, device="cuda")
+    want = ref.laplacian_pyramid(x.double(), 4)
+    got = ops.laplacian_pyramid(x.to(dtype), 4)
+    # Our error in half must stay within twice the error of the reference computed in half.
+    ref_half = ref.laplacian_pyramid(x.to(dtype), 4)
+    for g, r, w in zip(got, ref_half, want):
+        assert g.dtype == dtype
+        assert (g.double() - w).abs().max() <= 2 * (r.double() - w).abs().max()
+
+
+# --- gradients ----------------------------------------------------------------------------
+
+GRAD_SIZES = [(1, 4), (4, 1), (2, 2), (3, 5), (6, 7)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", GRAD_SIZES)
+def test_gradcheck_pyr_down_and_up(device, size):
+    x = torch.rand(1, 2, *size, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(ops.pyr_down, (x,))
+    assert torch.autograd.gradgradcheck(ops.pyr_down, (x,))
+    for oh, ow in _up_sizes(*size):
+        assert torch.autograd.gradcheck(lambda t: ops.pyr_up(t, (oh, ow)), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: ops.pyr_up(t, (2 * size[0] + 1, 2 * size[1])), (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", GRAD_SIZES + [(9, 12)])
+def test_gradcheck_pyramids(device, size):
+    x = torch.rand(2, 1, *size, dtype=torch.float64, device=device, requires_grad=True)
+    levels = ops.max_pyramid_levels(*size)
+    assert torch.autograd.gradcheck(lambda t: tuple(ops.gaussian_pyramid(t, levels)), (x,))
+    assert torch.autograd.gradcheck(lambda t: tuple(ops.laplacian_pyramid(t, levels)), (x,))
+    pyr = [p.detach().requires_grad_() for p in ops.laplacian_pyramid(x, levels)]
+    assert torch.autograd.gradcheck(lambda *p: ops.laplacian_reconstruct(list(p)), tuple(pyr))
+    fine = torch.rand(2, 1, *size, dtype=torch.float64, device=device, requires_grad=True)
+    coarse = torch.rand(2, 1, (size[0] + 1) // 2, (size[1] + 1) // 2, dtype=torch.float64, device=device,
+                        requires_grad=True)
+    assert torch.autograd.gradcheck(ops.laplacian_level, (fine, coarse))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [(1, 3), (5, 2), (8, 11)])
+def test_backward_ops_are_transposed_matrices(device, size):
+    h, w = size
+    g = torch.rand(2, 3, (h + 1) // 2, (w + 1) // 2, dtype=torch.float64, device=device)
+    want = ref.down_matrix(h).t() @ g.cpu() @ ref.down_matrix(w)
+    assert_close(torch.ops.fastpapers.pyr_down_backward(g, [h, w]).cpu(), want)
+    for oh, ow in _up_sizes(h, w):
+        g = torch.rand(2, 3, oh, ow, dtype=torch.float64, device=device)
+        want = ref.up_matrix(h, oh, vertical=True).t() @ g.cpu() @ ref.up_matrix(w, ow, vertical=False)
+        assert_close(torch.ops.fastpapers.pyr_up_backward(g, [h, w]).cpu(), want)
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def test_opcheck():
+    x = torch.rand(2, 3, 9, 6, dtype=torch.float64, requires_grad=True)
+    small = torch.rand(2, 3, 5, 3, dtype=torch.float64, requires_grad=True)
+    P = torch.ops.fastpapers
+    torch.library.opcheck(P.pyr_down.default, (x,))
+    torch.library.opcheck(P.pyr_up.default, (small, [9, 6]))
+    torch.library.opcheck(P.pyr_down_backward.default, (small, [9, 6]))
+    torch.library.opcheck(P.pyr_up_backward.default, (x, [5, 3]))
+    torch.library.opcheck(P.laplacian_level.default, (x, small))
+    torch.library.opcheck(P.pyr_up_add.default, (small, x))
+    torch.library.opcheck(P.pyr_down_levels.default, (x, 3))
+    torch.library.opcheck(P.laplacian_pyramid.default, (x, 3))
+    pyr = [p.detach().requires_grad_() for p in P.laplacian_pyramid(x, 3)]
+    torch.library.opcheck(P.laplacian_reconstruct.default, (pyr,))
+
+
+def test_torch_compile_parity():
+    x = torch.rand(2, 3, 21, 30, dtype=torch.float64, requires_grad=True)
+
+    def f(t):
+        pyr = ops.laplacian_pyramid(t * 2.0, 4)
+        pyr = [pyr[0] * 0.5] + pyr[1:]
+        up = ops.pyr_up(ops.pyr_down(t), (21, 30))
+        return (ops.laplacian_reconstruct(pyr) + up).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    got = compiled(x)
+    (g_got,) = torch.autograd.grad(got, x)
+    want = f(x)
+    (g_want,) = torch.autograd.grad(want, x)
+    assert_close(got, want)
+    assert_close(g_got, g_want)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    x = torch.rand(1, 2, 8, 6)
+    assert_raises_naming(ValueError, "x", ops.pyr_down, torch.rand(8, 6))
+    assert_raises_naming(ValueError, "x", ops.pyr_down, torch.rand(1, 1, 2, 8, 6))
+    assert_raises_naming(ValueError, "x", ops.pyr_down, torch.rand(1, 1, 0, 6))
+    assert_raises_naming(TypeError, "x", ops.pyr_down, torch.ones(1, 1, 4, 4, dtype=torch.int64))
+    assert_raises_naming(TypeError, "x", ops.pyr_down, np.zeros((1, 1, 4, 4), np.float32))
+    assert_raises_naming(TypeError, "x", ops.pyr_up, torch.rand(1, 1, 4, 4, dtype=torch.float16))
+    # An even output side must be exactly 2x, an odd one 2x +- 1; nothing further off.
+    assert ops.pyr_up(x, (17, 11)).shape == (1, 2, 17, 11)
+    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (18, 12))
+    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (14, 12))
+    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (19, 12))
+    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (16, 15))
+    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (0, 12))
+    assert_raises_naming(TypeError, "size", ops.pyr_up, x, "16x12")
+    assert_raises_naming(ValueError, "levels", ops.laplacian_pyramid, x, 5)
+    assert_raises_naming(ValueError, "levels", ops.gaussian_pyramid, x, 0)
+    assert_raises_naming(TypeError, "levels", ops.laplacian_pyramid, x, 2.0)
+    assert ops.max_pyramid_levels(8, 6) == 4
+    pyr = ops.laplacian_pyramid(x, 3)
+    assert_raises_naming(ValueError, "pyramid", ops.laplacian_reconstruct, [])
+    assert_raises_naming(TypeError, "pyramid", ops.laplacian_reconstruct, pyr[0])
+    assert_raises_naming(ValueError, "pyramid[2]", ops.laplacian_reconstruct, [pyr[0], pyr[1], pyr[1]])
+    assert_raises_naming(TypeError, "pyramid[1]", ops.laplacian_reconstruct, [pyr[0], pyr[1].double(), pyr[2]])
+    assert_raises_naming(ValueError, "pyramid[1]", ops.laplacian_reconstruct, [pyr[0], pyr[1][:, :1], pyr[2]])
+    assert_raises_naming(ValueError, "coarse", ops.laplacian_level, x, torch.rand(1, 2, 3, 3))
+
+
+def test_max_levels():
+    assert [ops.max_pyramid_levels(*s) for s in [(1, 1), (1, 2), (3, 1), (16, 16), (17, 16), (256, 256)]] == \
+        [1, 2, 3, 5, 6, 9]
+
+
+# --- Triton launchers under the interpreter (CPU tensors) ----------------------------------
+
+
+def test_triton_launchers_interpreted():
+    from fastpapers.kernels import pyramid as K
+
+    x = torch.rand(2, 3, 5, 9)
+    rows, cols = K.tap_table(ref.down_taps(5), "cpu"), K.tap_table(ref.down_taps(9), "cpu")
+    assert_close(K.separable(x, rows, cols), _per_channel(cv2.pyrDown, x))
+    # Fused Laplacian level: fine - pyr_up(coarse) in the epilogue, odd output sizes.
+    c = torch.rand(2, 3, 3, 5)
+    fine = torch.rand(2, 3, 7, 9)
+    rows, cols = K.tap_table(ref.up_taps(3, 7, True), "cpu"), K.tap_table(ref.up_taps(5, 9, False), "cpu")
+    assert_close(K.separable(c, rows, cols, other=fine, alpha=-1.0),
+                 fine - _per_channel(cv2.pyrUp, c, dstsize=(9, 7)))
+    # An adjoint (pyr_up's backward) in float64, 1-wide input.
+    g = torch.rand(1, 2, 7, 3, dtype=torch.float64)
+    rows = K.tap_table(ref.transpose_taps(ref.up_taps(3, 7, True), 3), "cpu")
+    cols = K.tap_table(ref.transpose_taps(ref.up_taps(1, 3, False), 1), "cpu")
+    assert_close(K.separable(g, rows, cols), ref.pyr_up_backward(g, (3, 1)))
+
+
+@needs_cuda
+def test_cuda_matches_cpu_large():
+    x = torch.rand(4, 3, 257, 190)
+    want = ops.laplacian_pyramid(x, 6)
+    got = ops.laplacian_pyramid(x.cuda(), 6)
+    for g, w in zip(got, want):
+        assert_close(g.cpu(), w)
+    assert_close(ops.laplacian_reconstruct(got).cpu(), x)
