@@ -42,7 +42,10 @@ bench: install
 	  --benchmark-json=benchmarks/results.json --benchmark-columns=min,median,max,rounds
 	@cat benchmarks/table.md
 
-demo: install
+# The demo runs on the CPU: it builds the CPU kernels only (CUDA too where a GPU is visible),
+# which keeps a fresh machine's set-up short; `make test` recompiles with the CUDA sources.
+demo: $(STAMP)
+	$(MAKE) build FORCE_CUDA=0
 	$(VENV)/bin/fastpapers demo --out demo_out
 
 clean:
