@@ -1,0 +1,1 @@
+"""Paper models built on fastpapers.ops."""
