@@ -102,18 +102,18 @@ def test_shapes_of_the_pieces_and_losses():
 def test_loss_decreases_on_a_tiny_batch():
     m = _model()
     batch = dense_collate([_data()[i] for i in range(4)])
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(m.parameters(), lr=5e-3)
 
     def loss():
         torch.manual_seed(1)  # the same sampled boxes each time
         return m(batch["image"], batch["boxes"], batch["captions"])["loss"]
 
     first = float(loss())
-    for _ in range(25):
+    for _ in range(12):
         opt.zero_grad()
         loss().backward()
         opt.step()
-    assert float(loss()) < 0.6 * first
+    assert float(loss()) < 0.75 * first
 
 
 def test_caption_loss_gradient_reaches_the_boxes_through_roi_bilinear():
@@ -184,3 +184,25 @@ def test_vgg16_backbone_with_hed_weights():
         w = torch.from_numpy(f["block3/layers/conv2d_1/vars/0"][()])
     torch.testing.assert_close(convs[5].weight, w.permute(3, 2, 0, 1))
     assert b(torch.rand(1, 3, 32, 48)).shape == (1, 512, 2, 3)
+
+
+def test_cli_train_eval_predict(tmp_path, capsys):
+    import json
+    from PIL import Image
+    from fastpapers.cli import main
+    from fastpapers.viz import to_uint8
+    run = str(tmp_path / "run")
+    assert main(["densecap", "train", "--out", run, "--steps", "2", "--n-train", "8", "--size", "48",
+                 "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    assert main(["densecap", "eval", "--out", run, "--n-test", "3", "--language", "token_f1"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["language"] == "token_f1" and r["images"] == 3 and 0.0 <= r["map"] <= 1.0
+    img = tmp_path / "in.png"
+    Image.fromarray(to_uint8(_data(1)[0]["image"])).save(img)
+    png = tmp_path / "pred.png"
+    assert main(["densecap", "predict", str(img), "--out", run, "--png", str(png)]) == 0
+    with Image.open(png) as im:
+        assert im.size == (384, 384)
+    assert main(["densecap", "predict", "--out", run]) == 2
+    assert main(["densecap", "eval", "--out", str(tmp_path / "none")]) == 2
