@@ -6,6 +6,8 @@
   Sentences are strings (split on spaces) or token lists.
 - ``cider_d(hyps, refs)``, ``rouge_l(hyps, refs)``, ``corpus_token_f1(hyps, refs)`` ->
   (corpus score, per-sentence scores); ``Meteor().score(hyps, refs)`` (needs Java).
+- ``dense_captioning_map(predictions, ground_truth, language="meteor"|"token_f1")`` -> DenseCap
+  mAP (mean of 30 APs over IoU x language thresholds) and detection mAP.
 - ``parzen_evaluate(samples, valid, test)`` -> {"log_likelihood", "std_error", "sigma"}.
 
 ``refs[i]`` is always the list of references of ``hyps[i]``.
@@ -13,6 +15,7 @@
 from .bleu import (batch_sentence_bleu, best_reference_bleu, corpus_bleu, score_from_stats, sentence_bleu,
                    sentence_stats)
 from .cider import cider_d, document_frequency
+from .dense_ap import dense_captioning_map, merge_boxes
 from .meteor import Meteor, MeteorUnavailable, meteor_available
 from .parzen import parzen_evaluate, parzen_log_likelihood, select_sigma
 from .rouge import rouge_l, rouge_l_sentence
@@ -20,4 +23,5 @@ from .token_f1 import corpus_token_f1, token_f1
 
 __all__ = ["batch_sentence_bleu", "best_reference_bleu", "corpus_bleu", "score_from_stats", "sentence_bleu",
            "sentence_stats", "cider_d", "document_frequency", "Meteor", "MeteorUnavailable", "meteor_available", "parzen_evaluate",
-           "parzen_log_likelihood", "select_sigma", "rouge_l", "rouge_l_sentence", "corpus_token_f1", "token_f1"]
+           "parzen_log_likelihood", "select_sigma", "rouge_l", "rouge_l_sentence", "corpus_token_f1", "token_f1",
+           "dense_captioning_map", "merge_boxes"]
