@@ -156,16 +156,6 @@ def test_step_bad_inputs():
 PAD, EOS = 1, 2
 
 
-@pytest.fixture
-def one_thread():
-    # The decoder tests run tiny models: on a busy 2-core machine, waking a second OpenMP
-    # thread made a 16-wide GPT-2 forward 25x slower (300 ms vs 12 ms).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _table_fn(V, seed, eos_boost=0.0, first_eos=0.0, late_eos=None):
     """A stateless step function: logits from the last token and the position."""
     gen = torch.Generator().manual_seed(seed)

@@ -12,13 +12,7 @@ from fastpapers.models import captioning as C
 from tests.utils import assert_raises_naming
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: a second intra-op thread only adds synchronisation on a busy 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

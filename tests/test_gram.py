@@ -11,14 +11,7 @@ from tests.utils import DEVICES, assert_close, assert_raises_naming, tol
 NORMS = ["chw", "hw", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tensors are tiny: an OpenMP team start per op costs more than the op, and a lot
-    # more on a loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 REDS = ["mean", "sum"]
 
 

@@ -12,13 +12,7 @@ from fastpapers.metrics import best_reference_bleu
 from fastpapers.models import mixer as M
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny recurrent models: a second OpenMP thread only adds wake-up latency.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(encoder="attentive", **kw):

@@ -8,13 +8,7 @@ from fastpapers.models import neural_style as ns
 from fastpapers.reference import gram as ref
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small images: an OpenMP team start per op costs more than the op on a loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,7 @@ ATTRS = list(range(4, 15))
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: a second intra-op thread only adds synchronisation, and on a
-    # loaded 2-core machine it made the training test ~20x slower (84 s vs 4 s wall).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(device="cpu", **kw):

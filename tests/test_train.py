@@ -23,14 +23,7 @@ class Crash(RuntimeError):
     pass
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The models here are tiny: a second intra-op thread only adds synchronisation, which
-    # costs 5x on a busy 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data():

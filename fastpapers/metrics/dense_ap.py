@@ -25,20 +25,12 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..ops.boxes import box_iou
+
 __all__ = ["merge_boxes", "dense_captioning_map", "IOU_THRESHOLDS", "LANGUAGE_THRESHOLDS"]
 
 IOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 LANGUAGE_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
-
-
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
 def merge_boxes(boxes: torch.Tensor, captions: Sequence[str], threshold: float = 0.7):
@@ -47,7 +39,7 @@ def merge_boxes(boxes: torch.Tensor, captions: Sequence[str], threshold: float =
     boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
     if len(captions) != boxes.shape[0]:
         raise ValueError(f"captions must hold one caption per box: {boxes.shape[0]} boxes, {len(captions)} captions")
-    d = _iou(boxes, boxes)
+    d = box_iou(boxes, boxes)
     out_boxes, out_refs = [], []
     while True:
         good = d >= threshold
@@ -111,7 +103,7 @@ def dense_captioning_map(predictions: Sequence[Dict], ground_truth: Sequence[Dic
         if len(p["captions"]) != pb.shape[0] or ps.shape[0] != pb.shape[0]:
             raise ValueError(f"predictions[{i}] must hold as many scores and captions as boxes")
         used = torch.zeros(gb.shape[0], dtype=torch.bool)
-        ov = _iou(pb, gb) if gb.shape[0] else pb.new_zeros(pb.shape[0], 0)
+        ov = box_iou(pb, gb) if gb.shape[0] else pb.new_zeros(pb.shape[0], 0)
         for d in torch.argsort(ps, descending=True, stable=True).tolist():
             best, j = (float(ov[d].max()), int(ov[d].argmax())) if gb.shape[0] else (0.0, -1)
             if best <= 0:

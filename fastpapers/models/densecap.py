@@ -52,7 +52,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from ..ops.boxes import DEFAULT_XFORM_CLIP, apply_box_transform, invert_box_transform, xcycwh_to_xyxy, xyxy_to_xcycwh
+from ..ops.boxes import (DEFAULT_XFORM_CLIP, apply_box_transform, box_iou, invert_box_transform, xcycwh_to_xyxy,
+                         xyxy_to_xcycwh)
 
 __all__ = ["DenseCap", "ShapesBackbone", "VGG16Backbone", "LocalizationLayer", "LanguageModel", "LossWeights",
            "sample_boxes", "box_iou", "make_anchors", "load_hed_vgg16", "shapes_model", "densecap_step",
@@ -152,17 +153,6 @@ class VGG16Backbone(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Boxes, anchors and the box sampler
 # ---------------------------------------------------------------------------------------------
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(A, 4) x (B, 4) xyxy -> (A, B) IoU (0 where the union is empty)."""
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-
 
 def make_anchors(height: int, width: int, stride: int, scales: Sequence[float], ratios: Sequence[float],
                  device=None, dtype=torch.float32) -> torch.Tensor:

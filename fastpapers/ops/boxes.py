@@ -88,3 +88,14 @@ def invert_box_transform(anchors: torch.Tensor, boxes: torch.Tensor, *, weights=
     xa, ya, wa, ha = anchors.unbind(-1)
     x, y, w, h = boxes.unbind(-1)
     return torch.stack([wx * (x - xa) / wa, wy * (y - ya) / ha, ww * torch.log(w / wa), wh * torch.log(h / ha)], -1)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(A, 4) x (B, 4) xyxy -> (A, B) IoU, 0 where the union is empty (degenerate boxes)."""
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
