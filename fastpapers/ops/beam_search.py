@@ -12,7 +12,7 @@ running beam score + the top-C continuations of each sentence, in one pass over 
 C++ on CPU, Triton on CUDA); the bookkeeping is a fixed set of small tensor ops on [B, K] and
 [B, C] tensors, with no host synchronisation: on CUDA the "all done" flag is copied to pinned
 memory asynchronously and read one step late (the extra steps change nothing, see
-``_DoneFlag``). Finished hypotheses are stored as back-pointers (finishing step, parent beam,
+``_StopFlag``). Finished hypotheses are stored as back-pointers (finishing step, parent beam,
 last token) and the sequences are rebuilt once at the end from the per-step (parent, token)
 history.
 
@@ -158,28 +158,29 @@ def _index_select_state(state, beam_idx):
     return pytree.tree_map(lambda t: t.index_select(0, beam_idx) if isinstance(t, torch.Tensor) else t, state)
 
 
-class _DoneFlag:
-    """Whether the decoding loop may stop. On CPU reading the flag costs nothing. On CUDA the
-    flag is copied to pinned memory without blocking and the copy of an earlier step is read
-    once its event has completed, so the host never waits for the device; the loop then runs a
-    step or two past the end, which changes no result (finished sentences only collect -1e9
-    candidates, and the n-gram / min-length bans never touch finished hypotheses)."""
+class _StopFlag:
+    """Whether the decoding loop may stop, given the "still going" flag as a 0-d bool tensor.
+    On CPU reading the flag costs nothing. On CUDA the flag is copied to pinned memory without
+    blocking and the copy of an earlier step is read once its event has completed, so the host
+    never waits for the device; the loop then runs a step or two past the end, which changes
+    no result (finished sentences only collect -1e9 candidates, and the n-gram / min-length
+    bans never touch finished hypotheses)."""
 
     def __init__(self, device):
         self.cuda = device.type == "cuda"
         self.pending = []
 
-    def __call__(self, done: torch.Tensor) -> bool:
+    def __call__(self, going: torch.Tensor) -> bool:
         if not self.cuda:
-            return bool(done)
+            return not bool(going)
         buf = torch.empty((), dtype=torch.bool, pin_memory=True)
-        buf.copy_(done, non_blocking=True)
+        buf.copy_(going, non_blocking=True)
         ev = torch.cuda.Event()
         ev.record()
         self.pending.append((ev, buf))
         while self.pending and self.pending[0][0].query():
             _, first = self.pending.pop(0)
-            if bool(first):
+            if not bool(first):
                 return True
         return False
 
@@ -294,6 +295,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
             length_penalty):
         raise TypeError(f"length_penalty must be a finite number, got {length_penalty!r}")
     eos = _eos_list(eos_token_id)
+    require_ext("beam_search_step")
 
     dev = input_ids.device
     B, L0 = input_ids.shape
@@ -308,22 +310,23 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
     seq = torch.full((B * K, max_length), pad_token_id, dtype=torch.long, device=dev)
     seq[:, :L0] = input_ids.repeat_interleave(K, 0)
     top_mask = torch.arange(C, device=dev) < K
-    hist_parent = torch.empty((T, B, K), dtype=torch.long, device=dev)
-    hist_tok = torch.empty((T, B, K), dtype=torch.long, device=dev)
-    fin_done = torch.zeros((B, K), dtype=torch.bool, device=dev)
-    fin_step = torch.full((B, K), -1, dtype=torch.long, device=dev)
-    fin_parent = torch.zeros((B, K), dtype=torch.long, device=dev)
-    fin_tok = torch.full((B, K), pad_token_id, dtype=torch.long, device=dev)
+    # hist[t, b, k]: flat index parent_beam * V + token of the candidate that became running
+    # beam k of sentence b at step t (the back-pointers).
+    hist = torch.empty((T, B, K), dtype=torch.long, device=dev)
+    # A finished hypothesis is one int64: (step * K + parent_beam) * V + last_token; -1 marks
+    # an empty slot.
+    fin_code = torch.full((B, K), -1, dtype=torch.long, device=dev)
     unsat = torch.ones((B, 1), dtype=torch.bool, device=dev)
-    flag = _DoneFlag(dev)
+    flag = _StopFlag(dev)
     run_scores = fin_scores = None
     steps = 0
+    V = 0
     for t in range(T):
         cur_len = L0 + t
         logits, state = step_fn(seq[:, :cur_len], state)
         logits = _check_logits(logits, B * K, dev, eos)
-        V = logits.shape[1]
         if run_scores is None:
+            V = logits.shape[1]
             sdt = _score_dtype(logits.dtype)
             if C > K * V:
                 raise ValueError(f"num_beams = {K} needs {C} candidates per step but the vocabulary offers "
@@ -333,46 +336,44 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
             run_scores = torch.zeros((B, K), dtype=sdt, device=dev)
             run_scores[:, 1:] = -1e9
             fin_scores = torch.full((B, K), -1e9, dtype=sdt, device=dev)
-            step_shift = torch.full((B, C), 0, dtype=torch.long, device=dev)
+        elif logits.shape[1] != V:
+            raise ValueError(f"step_fn must return logits of the same vocabulary size every step: {V} at the "
+                             f"first step, {logits.shape[1]} at step {t}")
         banned = _banned_tokens(seq, cur_len, eos_t, min_length, no_repeat_ngram_size)
-        cand_scores, cand_flat = beam_search_step(logits, run_scores.reshape(-1), K, C, banned)
-        cand_beam = torch.div(cand_flat, V, rounding_mode="floor")
-        cand_tok = cand_flat - cand_beam * V
+        # The engine built every input above (logits checked by _check_logits), so the op is
+        # called without the public wrapper's validation.
+        cand_scores, cand_flat = torch.ops.fastpapers.beam_search_step(logits, run_scores.view(-1), K, C, banned)
         if cur_len + 1 >= max_length:
             hits = torch.ones((B, C), dtype=torch.bool, device=dev)
-        elif eos_t is not None:
-            hits = torch.isin(cand_tok, eos_t)
-        else:
+        elif eos_t is None:
             hits = torch.zeros((B, C), dtype=torch.bool, device=dev)
-        penalty_hits = hits.to(run_scores.dtype) * -1e9
+        elif len(eos) == 1:
+            hits = cand_flat % V == eos[0]
+        else:
+            hits = torch.isin(cand_flat % V, eos_t)
 
-        # Live beams: the best K candidates that did not just finish.
-        run_cand = cand_scores + penalty_hits
-        sel = run_cand.topk(K, dim=1).indices
-        run_scores = run_cand.gather(1, sel)
-        parent = cand_beam.gather(1, sel)
-        tok = cand_tok.gather(1, sel)
+        # Live beams: the best K candidates that did not just finish (finishing ones get
+        # -1e9 added, transformers' arithmetic).
+        run_scores, sel = torch.add(cand_scores, hits, alpha=-1e9).topk(K, dim=1)
+        sel_flat = cand_flat.gather(1, sel)
 
-        # Finished hypotheses: a finishing candidate among the top K replaces a worse one.
-        just = hits & top_mask
-        fin_cand = cand_scores / ((cur_len + 1 - L0) ** length_penalty)
+        # Finished hypotheses: a finishing candidate among the top K replaces a worse one,
+        # unless the sentence can no longer improve (or, with early_stopping=True, is full).
+        # transformers adds -1e9 to the candidates that may not finalize; here they are -inf.
+        # Both only ever lose to the K slots that start at -1e9: a sentence that refuses
+        # candidates already holds K finished hypotheses, all above -1e9.
+        just = hits & top_mask & unsat
         if early_stopping is True:
-            fin_cand = fin_cand + fin_done.all(1, keepdim=True).to(fin_cand.dtype) * -1e9
-        fin_cand = fin_cand + (~unsat).to(fin_cand.dtype) * -1e9
-        fin_cand = fin_cand + (~just).to(fin_cand.dtype) * -1e9
-        merged = torch.cat((fin_scores, fin_cand), 1)
-        keep = merged.topk(K, dim=1).indices
-        fin_scores = merged.gather(1, keep)
-        fin_done = torch.cat((fin_done, just), 1).gather(1, keep)
-        fin_step = torch.cat((fin_step, step_shift + t), 1).gather(1, keep)
-        fin_parent = torch.cat((fin_parent, cand_beam), 1).gather(1, keep)
-        fin_tok = torch.cat((fin_tok, cand_tok), 1).gather(1, keep)
+            just = just & ~(fin_code >= 0).all(1, keepdim=True)
+        fin_cand = torch.where(just, cand_scores / ((cur_len + 1 - L0) ** length_penalty), -math.inf)
+        fin_scores, keep = torch.cat((fin_scores, fin_cand), 1).topk(K, dim=1)
+        code = torch.where(just, cand_flat + t * K * V, -1)
+        fin_code = torch.cat((fin_code, code), 1).gather(1, keep)
 
-        hist_parent[t] = parent
-        hist_tok[t] = tok
-        src = (parent + offset).reshape(-1)
+        hist[t] = sel_flat
+        src = (torch.div(sel_flat, V, rounding_mode="floor") + offset).view(-1)
         seq = seq.index_select(0, src)
-        seq[:, cur_len] = tok.reshape(-1)
+        seq[:, cur_len] = (sel_flat % V).view(-1)
         if state is not None:
             state = reorder(state, src)
         steps = t + 1
@@ -385,26 +386,31 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
         best_running = run_scores[:, :1] / (best_len ** length_penalty)
         # fin_scores is sorted best first (topk), so its last column is the minimum; a [B, K]
         # min-reduction wakes the OpenMP pool and cost 30 ms per step on a busy 2-core machine.
-        worst_finished = torch.where(fin_done, fin_scores[:, -1:], -1e9)
+        worst_finished = torch.where(fin_code >= 0, fin_scores[:, -1:], -1e9)
         unsat = unsat & (best_running > worst_finished).any(-1, keepdim=True)
-        going = unsat.any() & ~hits.all()
+        # transformers also stops when every candidate hit a stopping criterion; before the
+        # last step (where the loop ends anyway) that cannot happen: each beam row holds at
+        # most len(eos) EOS tokens, so at most len(eos) * K < C candidates end in EOS.
+        going = unsat.any()
         if early_stopping is True:
-            going = going & ~fin_done.all()
-        if flag(~going):
+            going = going & ~(fin_code >= 0).all()
+        if flag(going):
             break
-    return _backtrack(input_ids, fin_scores, fin_step, fin_parent, fin_tok, hist_parent[:steps], hist_tok[:steps],
-                      offset, R, pad_token_id)
+    return _backtrack(input_ids, fin_scores, fin_code, hist[:steps], K, V, offset, R, pad_token_id)
 
 
-def _backtrack(input_ids, fin_scores, fin_step, fin_parent, fin_tok, hist_parent, hist_tok, offset, R, pad):
+def _backtrack(input_ids, fin_scores, fin_code, hist, K, V, offset, R, pad):
     """Rebuild the R best hypotheses of each sentence from the back-pointers: one walk from
     the last step to the first, over all hypotheses at once."""
     B, L0 = input_ids.shape
-    step = fin_step[:, :R]
+    code = fin_code[:, :R]
+    step = torch.where(code >= 0, torch.div(code, K * V, rounding_mode="floor"), -1)
     length = int((step + 1).max())  # the one host synchronisation: the output's length
-    p = fin_parent[:, :R]
-    last_tok = fin_tok[:, :R]
+    p = torch.div(code % (K * V), V, rounding_mode="floor")
+    last_tok = code % V
     last_beam = p + offset
+    hist_parent = torch.div(hist, V, rounding_mode="floor")
+    hist_tok = hist % V
     toks, beams = [], []
     for s in range(length - 1, -1, -1):
         end = step == s
@@ -431,7 +437,7 @@ def _decode_loop(step_fn, input_ids, state, max_length, eos, pad_token_id, min_l
     seq[:, :L0] = input_ids
     unfinished = torch.ones(N, dtype=torch.bool, device=dev)
     end_len = torch.full((N,), max_length, dtype=torch.long, device=dev)
-    flag = _DoneFlag(dev)
+    flag = _StopFlag(dev)
     scores = None
     for cur_len in range(L0, max_length):
         logits, state = step_fn(seq[:, :cur_len], state)
@@ -447,7 +453,7 @@ def _decode_loop(step_fn, input_ids, state, max_length, eos, pad_token_id, min_l
             ended = unfinished & torch.isin(tok, eos_t)
             end_len = torch.where(ended, cur_len + 1, end_len)
             unfinished = unfinished & ~ended
-        if cur_len + 1 < max_length and flag(~unfinished.any()):
+        if cur_len + 1 < max_length and flag(unfinished.any()):
             break
     return GenerationOutput(sequences=seq[:, :int(end_len.max())], sequences_scores=scores)
 
