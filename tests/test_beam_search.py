@@ -69,6 +69,30 @@ def test_step_banned_and_masked_logits(device):
     assert s[0, 6].item() == float("-inf")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_step_row_patterns(device):
+    # The CPU kernel reads rows in blocks of 512 and scans a block for the top list only when
+    # its max beats the row's current C-th best: increasing rows open that gate in every
+    # block, decreasing rows never after the first, the max may sit in a block's scalar tail
+    # (V = 3 * 512 + 13), and constant rows tie everywhere.
+    V = 3 * 512 + 13
+    gen = torch.Generator().manual_seed(11)
+    ramp = torch.linspace(-4.0, 4.0, V)
+    tail_max = torch.randn(V, generator=gen)
+    tail_max[-2] = 9.0
+    masked = torch.randn(V, generator=gen)
+    masked[torch.randperm(V, generator=gen)[:V // 2]] = float("-inf")
+    rows = torch.stack([ramp, ramp.flip(0), tail_max, torch.full((V,), 0.5), masked,
+                        torch.randn(V, generator=gen) * 3]).to(device)
+    scores = torch.tensor([0.0, -0.5, 0.25, 0.0, -1.0, 0.5], device=device)
+    banned = torch.tensor([[V - 1, -1], [0, 3], [V - 2, -1], [-1, -1], [-1, 5], [V - 13, V - 14]], device=device)
+    for ban in (None, banned):
+        got_s, got_i = ops.beam_search_step(rows, scores, 3, 6, ban)
+        want_s, want_i = ref.beam_search_step(rows, scores, 3, 6, ban)
+        assert torch.equal(got_i.cpu(), want_i.cpu())
+        assert_close(got_s, want_s)
+
+
 @pytest.mark.parametrize("B,K,V,C,tile,nban", [(2, 3, 37, 6, 16, 0), (1, 5, 8, 10, 4, 2), (3, 2, 70, 5, 64, 1)])
 def test_triton_launcher_interpreted(B, K, V, C, tile, nban):
     gen = torch.Generator().manual_seed(V)
@@ -396,6 +420,69 @@ def test_state_reordering_matches_stateless(one_thread):
     assert torch.equal(default.sequences, hf.sequences)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_ngram_ban_matches_transformers(device, n):
+    # The n-gram ban is built with tensor ops on the device (no host loop); transformers'
+    # NoRepeatNGramLogitsProcessor on the same sequences is the oracle.
+    from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+
+    from fastpapers.ops.beam_search import _banned_tokens
+    V = 6
+    gen = torch.Generator().manual_seed(n)
+    seq = torch.randint(0, V, (9, 14), generator=gen).to(device)
+    eos_t = torch.tensor([2, 4], device=device)
+    for cur_len in (1, n - 1, n, 7, 11):
+        if cur_len < 1:
+            continue
+        for min_length in (0, 9):
+            banned = _banned_tokens(seq, cur_len, eos_t, min_length, n)
+            got = torch.zeros(seq.shape[0], V + 1, dtype=torch.bool, device=device)
+            if banned is not None:
+                got.scatter_(1, torch.where(banned < 0, V, banned), True)
+            want = NoRepeatNGramLogitsProcessor(n)(seq[:, :cur_len], torch.zeros(seq.shape[0], V, device=device))
+            want = torch.isinf(want)
+            if cur_len < min_length:
+                want[:, [2, 4]] = True
+            assert torch.equal(got[:, :V], want), (cur_len, min_length)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
+def test_decoders_no_host_sync_per_step(device, one_thread):
+    # Synchronisations are allowed in the set-up and in the final backtrack (the output's
+    # length), never per step: a run of 4 steps and one of 16 must make the same number.
+    import warnings
+    V = 200
+    bank = {}
+
+    def fn_dev(ids):
+        # Logits are drawn on the host and copied to the device before the counted runs.
+        key = tuple(ids.shape)
+        if key not in bank:
+            bank[key] = torch.randn(key[0], V, generator=torch.Generator().manual_seed(key[1])).to(device)
+        return bank[key]
+
+    table_fn = lambda x, s: (fn_dev(x), s)  # noqa: E731
+    ids = torch.randint(3, V, (6, 2), generator=torch.Generator().manual_seed(4)).to(device)
+    counts = []
+    for steps in (4, 16):
+        opts = dict(max_length=2 + steps, eos_token_id=EOS, pad_token_id=PAD, no_repeat_ngram_size=2, min_length=4)
+        for length in range(2, 2 + steps):
+            fn_dev(torch.empty(6 * 3, length))
+            fn_dev(torch.empty(6, length))
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                ops.beam_search(table_fn, ids, num_beams=3, **opts)
+                ops.greedy_search(table_fn, ids, **opts)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert counts[0] == counts[1], counts
+
+
 def test_decoder_bad_inputs(one_thread):
     fn = lambda x, s: (torch.zeros(x.shape[0], 10), s)  # noqa: E731
     ids = torch.ones(2, 3, dtype=torch.long)
@@ -416,6 +503,8 @@ def test_decoder_bad_inputs(one_thread):
     assert_raises_naming(ValueError, "step_fn", ops.beam_search, bad_shape, ids, **base)
     assert_raises_naming(ValueError, "num_beams", ops.beam_search, lambda x, s: (torch.zeros(x.shape[0], 1), s), ids,
                          **{**base, "num_beams": 5, "eos_token_id": 0})
+    grows = lambda x, s: (torch.zeros(x.shape[0], 8 + x.shape[1]), s)  # noqa: E731
+    assert_raises_naming(ValueError, "step_fn", ops.beam_search, grows, ids, **base)
     assert_raises_naming(ValueError, "temperature", ops.sample, fn, ids, max_length=6, eos_token_id=2,
                          pad_token_id=0, temperature=0.0)
     assert_raises_naming(ValueError, "top_k", ops.sample, fn, ids, max_length=6, eos_token_id=2, pad_token_id=0,

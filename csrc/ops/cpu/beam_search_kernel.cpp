@@ -24,6 +24,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -209,11 +210,20 @@ std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits
     const int64_t* banp = nb ? ban.data_ptr<int64_t>() : nullptr;
     scalar_t* rv = row_val.data_ptr<scalar_t>();
     int64_t* ri = row_idx.data_ptr<int64_t>();
-    // A row of 32k logits is ~100 us of work: one row per task already amortises the split.
-    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(V, 1));
-    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
-        row_top<scalar_t>(xp + r * V, V, nb ? banp + r * nb : nullptr, nb, bsp[r], rv + r * cap, ri + r * cap, cap);
+    // Rows are handed out from a shared counter, `chunk` rows (~32k logits, tens of us) at a
+    // time, rather than split evenly up front: on a shared machine a thread that is
+    // descheduled would otherwise hold the whole step back until its half is done.
+    // Below 64k logits in all, one thread does everything (waking the pool costs more).
+    const int64_t chunk = std::max<int64_t>(1, 32768 / std::max<int64_t>(V, 1));
+    const int64_t tasks = rows * V < 65536 ? 1 : std::min<int64_t>(at::get_num_threads(), (rows + chunk - 1) / chunk);
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+      for (int64_t r0 = next.fetch_add(chunk); r0 < rows; r0 = next.fetch_add(chunk)) {
+        const int64_t r1 = std::min(rows, r0 + chunk);
+        for (int64_t r = r0; r < r1; ++r)
+          row_top<scalar_t>(xp + r * V, V, nb ? banp + r * nb : nullptr, nb, bsp[r], rv + r * cap, ri + r * cap,
+                            cap);
+      }
     });
     scalar_t* sp = scores.data_ptr<scalar_t>();
     int64_t* ip = indices.data_ptr<int64_t>();
