@@ -310,16 +310,15 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
     seq = torch.full((B * K, max_length), pad_token_id, dtype=torch.long, device=dev)
     seq[:, :L0] = input_ids.repeat_interleave(K, 0)
     top_mask = torch.arange(C, device=dev) < K
-    # hist[t, b, k]: flat index parent_beam * V + token of the candidate that became running
-    # beam k of sentence b at step t (the back-pointers).
-    hist = torch.empty((T, B, K), dtype=torch.long, device=dev)
+    # hist[t][b, k]: flat index parent_beam * V + token of the candidate that became running
+    # beam k of sentence b at step t (the back-pointers), stacked once at the end.
+    hist = []
     # A finished hypothesis is one int64: (step * K + parent_beam) * V + last_token; -1 marks
     # an empty slot.
     fin_code = torch.full((B, K), -1, dtype=torch.long, device=dev)
     unsat = torch.ones((B, 1), dtype=torch.bool, device=dev)
     flag = _StopFlag(dev)
     run_scores = fin_scores = None
-    steps = 0
     V = 0
     for t in range(T):
         cur_len = L0 + t
@@ -370,13 +369,12 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
         code = torch.where(just, cand_flat + t * K * V, -1)
         fin_code = torch.cat((fin_code, code), 1).gather(1, keep)
 
-        hist[t] = sel_flat
+        hist.append(sel_flat)
         src = (torch.div(sel_flat, V, rounding_mode="floor") + offset).view(-1)
         seq = seq.index_select(0, src)
         seq[:, cur_len] = (sel_flat % V).view(-1)
         if state is not None:
             state = reorder(state, src)
-        steps = t + 1
 
         # transformers' stopping heuristic, evaluated at the new length.
         if early_stopping == "never" and length_penalty > 0.0:
@@ -396,7 +394,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
             going = going & ~(fin_code >= 0).all()
         if flag(going):
             break
-    return _backtrack(input_ids, fin_scores, fin_code, hist[:steps], K, V, offset, R, pad_token_id)
+    return _backtrack(input_ids, fin_scores, fin_code, torch.stack(hist), K, V, offset, R, pad_token_id)
 
 
 def _backtrack(input_ids, fin_scores, fin_code, hist, K, V, offset, R, pad):
