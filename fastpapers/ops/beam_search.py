@@ -313,8 +313,9 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
     # hist[t][b, k]: flat index parent_beam * V + token of the candidate that became running
     # beam k of sentence b at step t (the back-pointers), stacked once at the end.
     hist = []
-    # A finished hypothesis is one int64: (step * K + parent_beam) * V + last_token; -1 marks
-    # an empty slot.
+    # A slot of the finished list is one int64: (step * K + parent_beam) * V + last_token, plus
+    # `done` when the hypothesis really finished (transformers also keeps candidates that did
+    # not, with -1e9 scores, in the list); -1 marks a slot never filled.
     fin_code = torch.full((B, K), -1, dtype=torch.long, device=dev)
     unsat = torch.ones((B, 1), dtype=torch.bool, device=dev)
     flag = _StopFlag(dev)
@@ -335,6 +336,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
             run_scores = torch.zeros((B, K), dtype=sdt, device=dev)
             run_scores[:, 1:] = -1e9
             fin_scores = torch.full((B, K), -1e9, dtype=sdt, device=dev)
+            done = T * K * V  # above every (step * K + beam) * V + token
         elif logits.shape[1] != V:
             raise ValueError(f"step_fn must return logits of the same vocabulary size every step: {V} at the "
                              f"first step, {logits.shape[1]} at step {t}")
@@ -357,16 +359,16 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
         sel_flat = cand_flat.gather(1, sel)
 
         # Finished hypotheses: a finishing candidate among the top K replaces a worse one,
-        # unless the sentence can no longer improve (or, with early_stopping=True, is full).
-        # transformers adds -1e9 to the candidates that may not finalize; here they are -inf.
-        # Both only ever lose to the K slots that start at -1e9: a sentence that refuses
-        # candidates already holds K finished hypotheses, all above -1e9.
-        just = hits & top_mask & unsat
+        # unless the sentence can no longer improve (or, with early_stopping=True, is full);
+        # the -1e9 penalties are transformers' arithmetic.
+        just = hits & top_mask
+        fin_cand = cand_scores / ((cur_len + 1 - L0) ** length_penalty)
         if early_stopping is True:
-            just = just & ~(fin_code >= 0).all(1, keepdim=True)
-        fin_cand = torch.where(just, cand_scores / ((cur_len + 1 - L0) ** length_penalty), -math.inf)
+            fin_cand = torch.add(fin_cand, (fin_code >= done).all(1, keepdim=True), alpha=-1e9)
+        fin_cand = torch.add(fin_cand, ~unsat, alpha=-1e9)
+        fin_cand = torch.add(fin_cand, ~just, alpha=-1e9)
         fin_scores, keep = torch.cat((fin_scores, fin_cand), 1).topk(K, dim=1)
-        code = torch.where(just, cand_flat + t * K * V, -1)
+        code = torch.add(cand_flat + t * K * V, just, alpha=done)
         fin_code = torch.cat((fin_code, code), 1).gather(1, keep)
 
         hist.append(sel_flat)
@@ -384,24 +386,25 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
         best_running = run_scores[:, :1] / (best_len ** length_penalty)
         # fin_scores is sorted best first (topk), so its last column is the minimum; a [B, K]
         # min-reduction wakes the OpenMP pool and cost 30 ms per step on a busy 2-core machine.
-        worst_finished = torch.where(fin_code >= 0, fin_scores[:, -1:], -1e9)
+        worst_finished = torch.where(fin_code >= done, fin_scores[:, -1:], -1e9)
         unsat = unsat & (best_running > worst_finished).any(-1, keepdim=True)
         # transformers also stops when every candidate hit a stopping criterion; before the
         # last step (where the loop ends anyway) that cannot happen: each beam row holds at
         # most len(eos) EOS tokens, so at most len(eos) * K < C candidates end in EOS.
         going = unsat.any()
         if early_stopping is True:
-            going = going & ~(fin_code >= 0).all()
+            going = going & ~(fin_code >= done).all()
         if flag(going):
             break
-    return _backtrack(input_ids, fin_scores, fin_code, torch.stack(hist), K, V, offset, R, pad_token_id)
+    return _backtrack(input_ids, fin_scores, fin_code, done, torch.stack(hist), K, V, offset, R, pad_token_id)
 
 
-def _backtrack(input_ids, fin_scores, fin_code, hist, K, V, offset, R, pad):
+def _backtrack(input_ids, fin_scores, fin_code, done, hist, K, V, offset, R, pad):
     """Rebuild the R best hypotheses of each sentence from the back-pointers: one walk from
     the last step to the first, over all hypotheses at once."""
     B, L0 = input_ids.shape
     code = fin_code[:, :R]
+    code = torch.where(code >= done, code - done, code)
     step = torch.where(code >= 0, torch.div(code, K * V, rounding_mode="floor"), -1)
     length = int((step + 1).max())  # the one host synchronisation: the output's length
     p = torch.div(code % (K * V), V, rounding_mode="floor")
