@@ -447,26 +447,42 @@ def test_ngram_ban_matches_transformers(device, n):
             assert torch.equal(got[:, :V], want), (cur_len, min_length)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n_eos", [1, 2, 30])
+def test_eos_match_equals_isin(device, n_eos):
+    from fastpapers.ops.beam_search import _is_eos
+    gen = torch.Generator().manual_seed(n_eos)
+    eos = torch.randperm(50, generator=gen)[:n_eos].tolist()
+    tokens = torch.randint(0, 50, (7, 13), generator=gen).to(device)
+    eos_t = torch.tensor(eos, device=device)
+    assert torch.equal(_is_eos(tokens, eos, eos_t), torch.isin(tokens, eos_t))
+
+
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
 def test_decoders_no_host_sync_per_step(device, one_thread):
     # Synchronisations are allowed in the set-up and in the final backtrack (the output's
     # length), never per step: a run of 4 steps and one of 16 must make the same number.
     import warnings
     V = 200
+    # 14 EOS ids: enough that torch.isin would take its sorting path (a sync) in greedy; they
+    # are made unlikely so that every run goes to max_length.
+    eos = [EOS] + list(range(186, 199))
     bank = {}
 
     def fn_dev(ids):
         # Logits are drawn on the host and copied to the device before the counted runs.
         key = tuple(ids.shape)
         if key not in bank:
-            bank[key] = torch.randn(key[0], V, generator=torch.Generator().manual_seed(key[1])).to(device)
+            logits = torch.randn(key[0], V, generator=torch.Generator().manual_seed(key[1]))
+            logits[:, eos] -= 8.0
+            bank[key] = logits.to(device)
         return bank[key]
 
     table_fn = lambda x, s: (fn_dev(x), s)  # noqa: E731
     ids = torch.randint(3, V, (6, 2), generator=torch.Generator().manual_seed(4)).to(device)
     counts = []
     for steps in (4, 16):
-        opts = dict(max_length=2 + steps, eos_token_id=EOS, pad_token_id=PAD, no_repeat_ngram_size=2, min_length=4)
+        opts = dict(max_length=2 + steps, eos_token_id=eos, pad_token_id=PAD, no_repeat_ngram_size=2, min_length=4)
         for length in range(2, 2 + steps):
             fn_dev(torch.empty(6 * 3, length))
             fn_dev(torch.empty(6, length))
@@ -475,10 +491,11 @@ def test_decoders_no_host_sync_per_step(device, one_thread):
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                ops.beam_search(table_fn, ids, num_beams=3, **opts)
-                ops.greedy_search(table_fn, ids, **opts)
+                beam = ops.beam_search(table_fn, ids, num_beams=3, **opts)
+                greedy = ops.greedy_search(table_fn, ids, **opts)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
+        assert beam.sequences.shape[1] == greedy.sequences.shape[1] == 2 + steps
         counts.append(sum("synchroniz" in str(w.message) for w in caught))
     assert counts[0] == counts[1], counts
 

@@ -199,6 +199,14 @@ def _eos_list(eos_token_id) -> list:
     return ids
 
 
+def _is_eos(tokens, eos, eos_t):
+    """tokens == any EOS id, elementwise. Not torch.isin: above a few ids it takes a sorting
+    path through unique(), which synchronises with a CUDA device."""
+    if len(eos) == 1:
+        return tokens == eos[0]
+    return (tokens[..., None] == eos_t).any(-1)
+
+
 def _check_common(step_fn, input_ids, max_length, pad_token_id, min_length, no_repeat_ngram_size, reorder_state):
     if not callable(step_fn):
         raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
@@ -348,10 +356,8 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
             hits = torch.ones((B, C), dtype=torch.bool, device=dev)
         elif eos_t is None:
             hits = torch.zeros((B, C), dtype=torch.bool, device=dev)
-        elif len(eos) == 1:
-            hits = cand_flat % V == eos[0]
         else:
-            hits = torch.isin(cand_flat % V, eos_t)
+            hits = _is_eos(cand_flat % V, eos, eos_t)
 
         # Live beams: the best K candidates that did not just finish (finishing ones get
         # -1e9 added, transformers' arithmetic).
@@ -451,7 +457,7 @@ def _decode_loop(step_fn, input_ids, state, max_length, eos, pad_token_id, min_l
         scores = torch.where(unfinished, new_scores, scores)
         seq[:, cur_len] = tok
         if eos_t is not None:
-            ended = unfinished & torch.isin(tok, eos_t)
+            ended = unfinished & _is_eos(tok, eos, eos_t)
             end_len = torch.where(ended, cur_len + 1, end_len)
             unfinished = unfinished & ~ended
         if cur_len + 1 < max_length and flag(unfinished.any()):
