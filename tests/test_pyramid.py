@@ -286,6 +286,97 @@ def test_triton_launchers_interpreted():
     assert_close(K.separable(g, rows, cols), ref.pyr_up_backward(g, (3, 1)))
 
 
+def _check_triton_pyramids(x, levels):
+    from fastpapers.kernels import pyramid as K
+
+    for got, want in zip(K.gaussian_levels(x, levels - 1), ops.gaussian_pyramid(x, levels)[1:]):
+        assert_close(got, want)
+    lap = K.laplacian_pyramid(x, levels)
+    want = ops.laplacian_pyramid(x, levels)
+    assert [p.shape for p in lap] == [p.shape for p in want]
+    for got, w in zip(lap, want):
+        assert_close(got, w)
+    assert_close(K.laplacian_reconstruct(want), ops.laplacian_reconstruct(want))
+
+
+@pytest.mark.parametrize("size,dtype", [((1, 9), torch.float32), ((9, 1), torch.float64), ((2, 2), torch.float32),
+                                        ((3, 5), torch.float64)])
+def test_triton_small_pyramids_one_launch(size, dtype):
+    # Images under TAIL_PIXELS: every level, down to 1 x 1, comes from one chain launch.
+    from fastpapers.kernels import pyramid as K
+
+    x = torch.rand(1, 1, *size, dtype=dtype)
+    levels = ops.max_pyramid_levels(*size)
+    with K.counting() as log:
+        _check_triton_pyramids(x, levels)
+    assert log == ["chain"] * 3
+
+
+def test_triton_large_and_small_levels(monkeypatch):
+    # Small thresholds so that a small image has large levels (one launch each, their
+    # residuals in one steps launch), a chain whose first level spans several tiles (a 4 x 4
+    # tile over 7 x 5), and levels down to 1 x 1.
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 35)
+    monkeypatch.setattr(K, "CHAIN_TILE", 16)
+    x = torch.rand(1, 2, 13, 10, dtype=torch.float64)  # levels 13x10, 7x5, 4x3, 2x2, 1x1
+    with K.counting() as log:
+        _check_triton_pyramids(x, 5)
+    assert log == ["separable", "chain"] + ["separable", "steps", "chain"] + ["chain", "separable"]
+    # A pyramid that stops before the small levels: no chain.
+    with K.counting() as log:
+        _check_triton_pyramids(x, 2)
+    assert log == ["separable"] + ["separable", "steps"] + ["separable"]
+
+
+@pytest.mark.parametrize("size", [(256, 256), (1, 16384), (300, 70)])
+def test_triton_launch_count(size, monkeypatch):
+    # Launches recorded, not run (a full-size pyramid is too slow for the interpreter): the
+    # levels above 64 x 64 pixels take one launch each, all the rest one launch.
+    from fastpapers.kernels import pyramid as K
+
+    launched = []
+    monkeypatch.setattr(K, "_launch", lambda name, *args, **kwargs: launched.append(name))
+    x = torch.empty(2, 3, *size)
+    levels = ops.max_pyramid_levels(*size)
+    large = sum(h * w > K.TAIL_PIXELS for h, w in K._halving(*size, levels))
+    K.gaussian_levels(x, levels - 1)
+    assert launched == ["separable"] * large + ["chain"]
+    launched.clear()
+    pyr = K.laplacian_pyramid(x, levels)
+    assert launched == ["separable"] * large + ["steps", "chain"]
+    launched.clear()
+    K.laplacian_reconstruct(pyr)
+    assert launched == ["chain"] + ["separable"] * large
+    assert 0 < large < levels - 2
+
+
+def test_triton_pyramid_empty_and_non_contiguous():
+    from fastpapers.kernels import pyramid as K
+
+    with K.counting() as log:
+        pyr = K.laplacian_pyramid(torch.rand(0, 3, 8, 5), 3)
+        assert [tuple(p.shape) for p in pyr] == [(0, 3, 8, 5), (0, 3, 4, 3), (0, 3, 2, 2)]
+        assert K.laplacian_reconstruct(pyr).shape == (0, 3, 8, 5)
+    assert log == []
+    x = torch.rand(1, 5, 3, 2, dtype=torch.float64).permute(0, 3, 1, 2)
+    for got, want in zip(K.laplacian_pyramid(x, 3), ops.laplacian_pyramid(x, 3)):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("size", [(1, 3), (5, 2), (6, 7)])
+def test_triton_adjoint_launchers(size):
+    # The CUDA backward ops are these launchers.
+    from fastpapers.kernels import pyramid as K
+
+    h, w = size
+    g = torch.rand(1, 2, (h + 1) // 2, (w + 1) // 2, dtype=torch.float64)
+    assert_close(K.pyr_down_backward(g, [h, w]), torch.ops.fastpapers.pyr_down_backward(g, [h, w]))
+    g = torch.rand(1, 2, 2 * h + 1, 2 * w - 1, dtype=torch.float64)
+    assert_close(K.pyr_up_backward(g, [h, w]), torch.ops.fastpapers.pyr_up_backward(g, [h, w]))
+
+
 @needs_cuda
 def test_cuda_matches_cpu_large():
     x = torch.rand(4, 3, 257, 190)

@@ -10,8 +10,9 @@ size of the finer level) and ``laplacian_reconstruct`` inverts it exactly up to 
 Every op is differentiable; the backward of each is its exact adjoint, reflected borders
 included, computed by its own kernels (``pyr_down_backward``, ``pyr_up_backward``). On CPU
 tensors the ops run the C++ kernels (the whole pyramid is built or collapsed plane by plane in
-one call); on CUDA tensors, Triton kernels (kernels/pyramid.py), one pass per level with the
-Laplacian subtraction / addition fused into pyr_up.
+one call); on CUDA tensors, Triton kernels (kernels/pyramid.py): one pass per large level with
+the Laplacian subtraction / addition fused into pyr_up, the residuals of all large levels in
+one launch, and every small level (64 x 64 pixels and below) of a pyramid in one launch.
 
 Differences from the peers: kornia's ``pyrdown`` blurs then bilinearly resizes (a 2x2 average
 of the blurred image, floor sizes) and its ``pyrup`` resizes bilinearly then blurs, so its
@@ -19,13 +20,11 @@ pyramids differ numerically from OpenCV's and from these. One deliberate differe
 OpenCV: ``pyr_up`` of a 1-pixel-wide image to width 3 copies column 1 into column 2 (the rule
 OpenCV applies at every other width), where cv2.pyrUp leaves that column uninitialised.
 """
-from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from .._ext import require_ext
-from ..reference import pyramid as _ref
 from ._validate import check_float, check_same_device, check_same_dtype, check_size_pair
 
 __all__ = ["pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid", "laplacian_reconstruct",
@@ -312,92 +311,27 @@ def _register():
         _register_cuda()
 
 
-@lru_cache(maxsize=512)
-def _table(kind: str, n: int, m: int, vertical: bool, device: torch.device):
-    """Tap table of one 1-D operator on ``device``, n being the forward op's input length:
-    "down" (n -> ceil(n/2)), "up" (n -> m), and the adjoints "down_t" (ceil(n/2) -> n) and
-    "up_t" (m -> n)."""
-    from ..kernels.pyramid import tap_table
-
-    if kind == "down":
-        rows = _ref.down_taps(n)
-    elif kind == "up":
-        rows = _ref.up_taps(n, m, vertical)
-    elif kind == "down_t":
-        rows = _ref.transpose_taps(_ref.down_taps(n), n)
-    else:
-        rows = _ref.transpose_taps(_ref.up_taps(n, m, vertical), n)
-    return tap_table(rows, device)
-
-
-def _tables(kind, in_hw, out_hw, device):
-    """(rows, cols) tap tables; in_hw / out_hw are the forward op's input / output sizes."""
-    return (_table(kind, in_hw[0], out_hw[0], True, device), _table(kind, in_hw[1], out_hw[1], False, device))
-
-
 def _register_cuda():
+    # Every CUDA implementation is a launcher of kernels/pyramid.py: the same functions the
+    # tests run under the Triton interpreter on CPU tensors.
     from ..kernels import pyramid as K
 
-    def down(x):
-        h, w = _sizes(x)
-        rows, cols = _tables("down", (h, w), ((h + 1) // 2, (w + 1) // 2), x.device)
-        return K.separable(x, rows, cols)
-
-    def up(x, size, other=None, alpha=1.0):
-        rows, cols = _tables("up", _sizes(x), tuple(size), x.device)
-        return K.separable(x, rows, cols, other=other, alpha=alpha)
-
-    @torch.library.impl(_NS + "pyr_down", "CUDA")
-    def _(x):
-        return down(x)
-
-    @torch.library.impl(_NS + "pyr_up", "CUDA")
-    def _(x, size):
-        return up(x, size)
-
-    @torch.library.impl(_NS + "pyr_down_backward", "CUDA")
-    def _(grad, input_size):
-        rows, cols = _tables("down_t", tuple(input_size), _sizes(grad), grad.device)
-        return K.separable(grad, rows, cols)
-
-    @torch.library.impl(_NS + "pyr_up_backward", "CUDA")
-    def _(grad, input_size):
-        rows, cols = _tables("up_t", tuple(input_size), _sizes(grad), grad.device)
-        return K.separable(grad, rows, cols)
+    torch.library.impl(_NS + "pyr_down", "CUDA")(K.pyr_down)
+    torch.library.impl(_NS + "pyr_up", "CUDA")(K.pyr_up)
+    torch.library.impl(_NS + "pyr_down_backward", "CUDA")(K.pyr_down_backward)
+    torch.library.impl(_NS + "pyr_up_backward", "CUDA")(K.pyr_up_backward)
 
     @torch.library.impl(_NS + "laplacian_level", "CUDA")
     def _(fine, coarse):
-        return up(coarse, _sizes(fine), other=fine, alpha=-1.0)
+        return K.pyr_up(coarse, _sizes(fine), other=fine, alpha=-1.0)
 
     @torch.library.impl(_NS + "pyr_up_add", "CUDA")
     def _(coarse, residual):
-        return up(coarse, _sizes(residual), other=residual, alpha=1.0)
+        return K.pyr_up(coarse, _sizes(residual), other=residual, alpha=1.0)
 
-    @torch.library.impl(_NS + "pyr_down_levels", "CUDA")
-    def _(x, count):
-        out = []
-        for _ in range(count):
-            x = down(x)
-            out.append(x)
-        return out
-
-    @torch.library.impl(_NS + "laplacian_pyramid", "CUDA")
-    def _(x, levels):
-        # One pyr_down pass per level, then one fused up-and-subtract pass per level.
-        gauss = [x]
-        for _ in range(levels - 1):
-            gauss.append(down(gauss[-1]))
-        laps = [up(gauss[i + 1], _sizes(gauss[i]), other=gauss[i], alpha=-1.0) for i in range(levels - 1)]
-        return laps + [gauss[-1].clone() if levels == 1 else gauss[-1]]
-
-    @torch.library.impl(_NS + "laplacian_reconstruct", "CUDA")
-    def _(pyramid):
-        g = pyramid[-1]
-        if len(pyramid) == 1:
-            return g.clone()
-        for lap in reversed(pyramid[:-1]):
-            g = up(g, _sizes(lap), other=lap, alpha=1.0)
-        return g
+    torch.library.impl(_NS + "pyr_down_levels", "CUDA")(K.gaussian_levels)
+    torch.library.impl(_NS + "laplacian_pyramid", "CUDA")(K.laplacian_pyramid)
+    torch.library.impl(_NS + "laplacian_reconstruct", "CUDA")(K.laplacian_reconstruct)
 
 
 try:
