@@ -456,3 +456,87 @@ def laplacian_reconstruct(pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
     for i in range(min(k, n - 1) - 1, -1, -1):
         g = pyr_up(g, _hw(pyramid[i]), other=pyramid[i], alpha=1.0)
     return g
+
+
+# --- adjoints of the whole-pyramid ops (their backward) ------------------------------------
+
+
+def _down_t_step(src, dst, other=None, sign=0):
+    """dst = D^T src (+ other with sign), D being pyr_down from dst's size to src's."""
+    return _Step("down_t", _hw(dst), _hw(src), src, dst, other, sign)
+
+
+def _up_t_step(src, dst, other=None, sign=0):
+    """dst = U^T src (+ other with sign), U being pyr_up from dst's size to src's."""
+    return _Step("up_t", _hw(dst), _hw(src), src, dst, other, sign)
+
+
+def _down_t(src, size, other=None):
+    return separable(src, *op_tables("down_t", tuple(size), _hw(src), src.device), other=other, alpha=1.0)
+
+
+def pyr_down_levels_backward(grads: Sequence[torch.Tensor], input_size) -> torch.Tensor:
+    """Adjoint of :func:`gaussian_levels`: with G_{i+1} = D_i G_i, dG_i = g_i + D_i^T dG_{i+1}
+    from the coarsest level, and dx = D_0^T dG_1. The small levels (the start of this chain) in
+    one chain launch, then one launch per large level."""
+    grads = [g.contiguous() for g in grads]
+    sizes = [tuple(input_size)] + [_hw(g) for g in grads]
+    count = len(grads)
+    k = first_small_level(sizes)
+    acc = grads[-1]
+    chain = []
+    for i in range(count - 1, k - 1, -1):
+        dst = _empty(acc, sizes[i])
+        chain.append(_down_t_step(acc, dst, grads[i - 1] if i > 0 else None, 1 if i > 0 else 0))
+        acc = dst
+    _run_chain(chain)
+    for i in range(min(k, count) - 1, -1, -1):
+        acc = _down_t(acc, sizes[i], grads[i - 1] if i > 0 else None)
+    return acc
+
+
+def laplacian_pyramid_backward(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Adjoint of :func:`laplacian_pyramid`: dG_i = T_i + D_i^T dG_{i+1} from the coarsest
+    level, with T_i = dL_i - U_{i-1}^T dL_{i-1} (T_0 = dL_0, dG_{n-1} = T_{n-1}). The T_i of the
+    large levels are independent: one steps launch; the small levels (T_i and dG_i) one chain
+    launch; then one launch per large level."""
+    grads = [g.contiguous() for g in grads]
+    n = len(grads)
+    if n == 1:
+        return grads[0].clone()
+    sizes = [_hw(g) for g in grads]
+    k = first_small_level(sizes)
+    t = [grads[0]] + [_empty(grads[0], hw) for hw in sizes[1:]]
+    acc = None
+    chain = []
+    for i in range(n - 1, k - 1, -1):
+        if i > 0:
+            chain.append(_up_t_step(grads[i - 1], t[i], grads[i], -1))
+        if acc is None:
+            acc = t[i]
+        else:
+            dst = _empty(acc, sizes[i])
+            chain.append(_down_t_step(acc, dst, t[i], 1))
+            acc = dst
+    _run_steps([_up_t_step(grads[i - 1], t[i], grads[i], -1) for i in range(1, min(k, n))])
+    _run_chain(chain)
+    for i in range(min(k, n) - 1, -1, -1):
+        acc = t[i] if acc is None else _down_t(acc, sizes[i], t[i])
+    return acc
+
+
+def laplacian_reconstruct_backward(grad: torch.Tensor, heights: Sequence[int], widths: Sequence[int]) -> List[torch.Tensor]:
+    """Adjoint of :func:`laplacian_reconstruct` below level 0: [U_0^T g, U_1^T U_0^T g, ...] for
+    levels of sizes heights[i] x widths[i] (level 1 first). One launch per large level, then the
+    small ones in one chain launch."""
+    sizes = [_hw(grad)] + list(zip(heights, widths))
+    k = first_small_level(sizes)
+    levels = [grad.contiguous()]
+    for i in range(1, min(k, len(sizes))):
+        levels.append(separable(levels[-1], *op_tables("up_t", sizes[i], sizes[i - 1], grad.device)))
+    chain = []
+    for i in range(max(k, 1), len(sizes)):
+        levels.append(_empty(grad, sizes[i]))
+        chain.append(_up_t_step(levels[i - 1], levels[i]))
+    _run_chain(chain)
+    return levels[1:]

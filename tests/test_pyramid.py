@@ -178,6 +178,74 @@ def test_gradcheck_pyramids(device, size):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [(1, 5), (6, 7)])
+def test_gradgradcheck_pyramids(device, size):
+    # Double backward runs the whole-pyramid backward ops' own backward (the forward ops).
+    x = torch.rand(1, 2, *size, dtype=torch.float64, device=device, requires_grad=True)
+    levels = ops.max_pyramid_levels(*size)
+    assert torch.autograd.gradgradcheck(lambda t: tuple(ops.gaussian_pyramid(t, levels)), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: tuple(ops.laplacian_pyramid(t, levels)), (x,))
+    pyr = [p.detach().requires_grad_() for p in ops.laplacian_pyramid(x, levels)]
+    assert torch.autograd.gradgradcheck(lambda *p: ops.laplacian_reconstruct(list(p)), tuple(pyr))
+
+
+def _adjoint_case(size, levels, dtype=torch.float64, planes=(1, 2)):
+    """Random grads for every level of an image's pyramid, and the reference adjoints (autograd
+    through the pure-PyTorch pyramids)."""
+    x = torch.rand(*planes, *size, dtype=dtype, requires_grad=True)
+    gauss = ref.gaussian_pyramid(x, levels)
+    grads = [torch.rand_like(g) for g in gauss]
+    want_down = torch.autograd.grad(gauss[1:], x, grads[1:])[0]
+    want_lap = torch.autograd.grad(ref.laplacian_pyramid(x, levels), x, grads)[0]
+    pyr = [g.detach().requires_grad_() for g in gauss]
+    want_rec = torch.autograd.grad(ref.laplacian_reconstruct(pyr), pyr, grads[0])
+    return x.detach(), grads, want_down, want_lap, want_rec
+
+
+@pytest.mark.parametrize("size", [(1, 5), (6, 7), (12, 9)])
+def test_pyramid_backward_ops_match_reference(size):
+    P = torch.ops.fastpapers
+    levels = ops.max_pyramid_levels(*size)
+    x, grads, want_down, want_lap, want_rec = _adjoint_case(size, levels)
+    assert_close(P.pyr_down_levels_backward(grads[1:], list(size)), want_down)
+    assert_close(P.laplacian_pyramid_backward(grads), want_lap)
+    got = P.laplacian_reconstruct_backward(grads[0], [g.shape[2] for g in grads[1:]], [g.shape[3] for g in grads[1:]])
+    assert len(got) == levels - 1
+    for g, w in zip(got, want_rec[1:]):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("tail", [None, 12])
+def test_triton_pyramid_adjoints(tail, monkeypatch):
+    # The CUDA backward of the whole-pyramid ops: with the default threshold every level is
+    # small (one chain launch); with 12 pixels levels 13x10 and 7x5 are large.
+    from fastpapers.kernels import pyramid as K
+
+    if tail is not None:
+        monkeypatch.setattr(K, "TAIL_PIXELS", tail)
+        monkeypatch.setattr(K, "CHAIN_TILE", 16)
+    x, grads, want_down, want_lap, want_rec = _adjoint_case((13, 10), 5)
+    heights, widths = [g.shape[2] for g in grads[1:]], [g.shape[3] for g in grads[1:]]
+    logs = []
+    with K.counting() as log:
+        assert_close(K.pyr_down_levels_backward(grads[1:], (13, 10)), want_down)
+    logs.append(log)
+    with K.counting() as log:
+        assert_close(K.laplacian_pyramid_backward(grads), want_lap)
+    logs.append(log)
+    with K.counting() as log:
+        got = K.laplacian_reconstruct_backward(grads[0], heights, widths)
+    logs.append(log)
+    for g, w in zip(got, want_rec[1:]):
+        assert_close(g, w)
+    if tail is None:
+        assert logs == [["chain"]] * 3
+    else:
+        assert logs == [["chain", "separable", "separable"], ["steps", "chain", "separable", "separable"],
+                        ["separable", "chain"]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [(1, 3), (5, 2), (8, 11)])
 def test_backward_ops_are_transposed_matrices(device, size):
     h, w = size
@@ -207,6 +275,10 @@ def test_opcheck():
     torch.library.opcheck(P.laplacian_pyramid.default, (x, 3))
     pyr = [p.detach().requires_grad_() for p in P.laplacian_pyramid(x, 3)]
     torch.library.opcheck(P.laplacian_reconstruct.default, (pyr,))
+    grads = [torch.rand_like(p) for p in pyr]
+    torch.library.opcheck(P.pyr_down_levels_backward.default, (grads[1:], [9, 6]))
+    torch.library.opcheck(P.laplacian_pyramid_backward.default, (grads,))
+    torch.library.opcheck(P.laplacian_reconstruct_backward.default, (grads[0], [5, 3], [3, 2]))
 
 
 def test_torch_compile_parity():
@@ -333,7 +405,8 @@ def test_triton_large_and_small_levels(monkeypatch):
 @pytest.mark.parametrize("size", [(256, 256), (1, 16384), (300, 70)])
 def test_triton_launch_count(size, monkeypatch):
     # Launches recorded, not run (a full-size pyramid is too slow for the interpreter): the
-    # levels above 64 x 64 pixels take one launch each, all the rest one launch.
+    # levels above 64 x 64 pixels take one launch each, all the rest one launch, forward and
+    # backward.
     from fastpapers.kernels import pyramid as K
 
     launched = []
@@ -350,6 +423,17 @@ def test_triton_launch_count(size, monkeypatch):
     K.laplacian_reconstruct(pyr)
     assert launched == ["chain"] + ["separable"] * large
     assert 0 < large < levels - 2
+    # The backward ops: the same split, the chain running the other way where it goes
+    # from fine to coarse.
+    launched.clear()
+    K.pyr_down_levels_backward(pyr[1:], size)
+    assert launched == ["chain"] + ["separable"] * large
+    launched.clear()
+    K.laplacian_pyramid_backward(pyr)
+    assert launched == ["steps"] * (large > 1) + ["chain"] + ["separable"] * large
+    launched.clear()
+    K.laplacian_reconstruct_backward(pyr[0], [p.shape[2] for p in pyr[1:]], [p.shape[3] for p in pyr[1:]])
+    assert launched == ["separable"] * (large - 1) + ["chain"]
 
 
 def test_triton_pyramid_empty_and_non_contiguous():
@@ -378,10 +462,30 @@ def test_triton_adjoint_launchers(size):
 
 
 @needs_cuda
-def test_cuda_matches_cpu_large():
-    x = torch.rand(4, 3, 257, 190)
-    want = ops.laplacian_pyramid(x, 6)
-    got = ops.laplacian_pyramid(x.cuda(), 6)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_matches_cpu_large(dtype):
+    # Levels 257x190 and 129x95 are large (one launch each), 65x48 and below small: every
+    # kernel (separable, steps, chain) runs, forward and backward.
+    from fastpapers.kernels import pyramid as K
+
+    x = torch.rand(4, 3, 257, 190, dtype=dtype)
+    xc = x.cuda().requires_grad_()
+    with K.counting() as log:
+        got = ops.laplacian_pyramid(xc, 6)
+    assert log == ["separable", "separable", "steps", "chain"]
+    want = ops.laplacian_pyramid(x.requires_grad_(), 6)
     for g, w in zip(got, want):
-        assert_close(g.cpu(), w)
-    assert_close(ops.laplacian_reconstruct(got).cpu(), x)
+        assert_close(g.detach().cpu(), w.detach())
+    assert_close(ops.laplacian_reconstruct(got).detach().cpu(), x.detach())
+    for g, w in zip(ops.gaussian_pyramid(xc, 6), ops.gaussian_pyramid(x, 6)):
+        assert_close(g.detach().cpu(), w.detach())
+    # Gradients through every whole-pyramid op (the fused backward ops).
+    grads = [torch.rand_like(w) for w in want]
+
+    def grad_of(inp, grads):
+        lap = ops.laplacian_pyramid(inp, 6)
+        gauss = ops.gaussian_pyramid(inp, 6)
+        out = ops.laplacian_reconstruct(lap)
+        return torch.autograd.grad(lap + gauss[1:] + [out], inp, grads + grads[1:] + [grads[0]])[0]
+
+    assert_close(grad_of(xc, [g.cuda() for g in grads]).cpu(), grad_of(x, grads))
