@@ -402,6 +402,28 @@ def test_triton_large_and_small_levels(monkeypatch):
     assert log == ["separable"] + ["separable", "steps"] + ["separable"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_precision_interpreted(dtype, monkeypatch):
+    # Levels 9x6, 5x3 large, 3x2 and 2x1 small: every kernel stores half, accumulates float32.
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 12)
+    x = torch.rand(1, 2, 9, 6)
+    with K.counting() as log:
+        got = K.laplacian_pyramid(x.to(dtype), 4)
+    assert log == ["separable", "separable", "steps", "chain"]
+    # The same computation in float32 with every level stored in half (what the kernels do; a
+    # few levels of 1-2 pixels are too few samples for the "twice the reference's half error"
+    # rule of the CUDA test).
+    gauss = [x.to(dtype)]
+    for _ in range(3):
+        gauss.append(ref.pyr_down(gauss[-1].float()).to(dtype))
+    want = [(gauss[i].float() - ref.pyr_up(gauss[i + 1].float(), gauss[i].shape[2:])).to(dtype) for i in range(3)]
+    for g, w in zip(got, want + [gauss[-1]]):
+        assert g.dtype == dtype
+        assert_close(g, w)
+
+
 @pytest.mark.parametrize("size", [(256, 256), (1, 16384), (300, 70)])
 def test_triton_launch_count(size, monkeypatch):
     # Launches recorded, not run (a full-size pyramid is too slow for the interpreter): the
