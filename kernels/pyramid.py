@@ -47,16 +47,17 @@ import triton.language as tl
 from ..reference import pyramid as _ref
 
 # A level of at most this many pixels per plane, and every coarser one, is built by the chain
-# kernel (one program per plane). 64 x 64: the largest level for which one program per plane
-# (4 tiles of 32 x 32) still finishes in the time of a couple of launches; a guess, not yet
-# tuned on a GPU (none was available when this was written).
+# kernel (one program per plane, 4 tiles of 32 x 32 at this size). 64 x 64 is a first guess at
+# where one program per plane stops being cheaper than a launch per level; it was chosen without
+# a GPU (none was available) and is to be tuned on one.
 TAIL_PIXELS = 4096
 # Pixels per tile of the chain kernel.
 CHAIN_TILE = 1024
 
-# Step descriptor fields (int64 each).
-_SRC, _DST, _OTHER, _SIGN, _HIN, _WIN, _HOUT, _WOUT, _ROFF, _COFF, _TW, _TILES, _FIRST = range(13)
-_NF = 13
+# A step descriptor is 13 int64: 0 source address, 1 destination address, 2 epilogue ("other")
+# address or 0, 3 sign of the epilogue (-1, +1, or 0 for none), 4-5 input H, W, 6-7 output H,
+# W, 8-9 offsets of the row and column tap tables, 10 tiles per row of tiles, 11 tiles per
+# plane, 12 first program of the step (steps kernel).
 
 _DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
            torch.float64: tl.float64}

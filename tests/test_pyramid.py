@@ -471,6 +471,20 @@ def test_triton_pyramid_empty_and_non_contiguous():
         assert_close(got, want)
 
 
+def test_triton_reconstruct_any_up_sizes(monkeypatch):
+    # A user pyramid need not halve: 9 = 2*4 + 1 (OpenCV's repeated row), 7 = 2*4 - 1.
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 16)
+    pyr = [torch.rand(1, 2, h, w, dtype=torch.float64) for h, w in [(9, 7), (4, 4), (2, 2), (1, 1)]]
+    with K.counting() as log:
+        assert_close(K.laplacian_reconstruct(pyr), ops.laplacian_reconstruct(pyr))
+        got = K.laplacian_reconstruct_backward(pyr[0], [4, 2, 1], [4, 2, 1])
+    assert log == ["chain", "separable", "chain"]
+    for g, w in zip(got, torch.ops.fastpapers.laplacian_reconstruct_backward(pyr[0], [4, 2, 1], [4, 2, 1])):
+        assert_close(g, w)
+
+
 @pytest.mark.parametrize("size", [(1, 3), (5, 2), (6, 7)])
 def test_triton_adjoint_launchers(size):
     # The CUDA backward ops are these launchers.
