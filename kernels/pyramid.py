@@ -190,6 +190,14 @@ def _acc(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _warps(kh, kw):
+    # ptxas for sm_90 (Triton 3.8, float32, 1024-output tile): with 5 x 5 taps and 4 warps the
+    # tile body needs 255 registers and spills (72 bytes in _separable_kernel); with 8 warps
+    # 184-188 and no spill, at the same 8 warps per SM. 3 x 3 taps fit 4 warps (96-123
+    # registers). Static counts only: not yet timed on a GPU.
+    return 8 if kh * kw > 9 else 4
+
+
 # --- tap tables ----------------------------------------------------------------------------
 
 
@@ -290,7 +298,7 @@ def separable(x: torch.Tensor, rows: tuple, cols: tuple, other: torch.Tensor = N
             x, out, out if other is None else other, ri, rw, ci, cw,
             h_in, w_in, h_out, w_out, tiles_w, tiles, float(alpha),
             KH=ri.shape[1], KW=ci.shape[1], HAS_OTHER=other is not None, ACC=_acc(x.dtype),
-            BLOCK_H=block_h, BLOCK_W=block_w, num_warps=4)
+            BLOCK_H=block_h, BLOCK_W=block_w, num_warps=_warps(ri.shape[1], ci.shape[1]))
     return out
 
 
@@ -337,7 +345,7 @@ def _run(name, steps: List[_Step], block_h: int, block_w: int):
     kernel, grid = (_steps_kernel, first) if name == "steps" else (_chain_kernel, planes)
     _launch(name, kernel, (grid,), desc, len(steps), idx, wt, KH=kh, KW=kw,
             ACC=_acc(steps[0].dst.dtype), DT=_DTYPES[steps[0].dst.dtype], BLOCK_H=block_h, BLOCK_W=block_w,
-            num_warps=4)
+            num_warps=_warps(kh, kw))
 
 
 def _run_steps(steps):
