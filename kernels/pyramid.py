@@ -320,6 +320,21 @@ def _up_step(src, dst, other, sign):
     return _Step("up", _hw(src), _hw(dst), src, dst, other, sign)
 
 
+@lru_cache(maxsize=64)
+def _device_desc(values: tuple, device) -> torch.Tensor:
+    """The descriptor table on the device, cached by its whole content (addresses included): the
+    caching allocator hands the same blocks to a training loop's pyramids step after step, so the
+    upload is usually skipped, and a CUDA graph captured after a warm-up run holds no copy whose
+    pinned source could be reused. The upload is ordered on the stream current at the first
+    call; a later hit from another stream relies on that copy having finished (it is a few
+    hundred bytes, enqueued before that call's kernel)."""
+    desc = torch.tensor(values, dtype=torch.int64).reshape(-1, 13)
+    if device.type == "cuda":
+        # Pinned and asynchronous: a pageable copy would make the host wait for the GPU.
+        desc = desc.pin_memory().to(device, non_blocking=True)
+    return desc
+
+
 def _run(name, steps: List[_Step], block_h: int, block_w: int):
     """Launch ``steps`` (all on contiguous tensors of one dtype and B x C planes) as one
     _steps_kernel (name "steps", independent steps, grid over every tile of every step) or one
@@ -338,10 +353,7 @@ def _run(name, steps: List[_Step], block_h: int, block_w: int):
                      0 if s.other is None else s.sign, s.src.shape[2], s.src.shape[3], h_out, w_out,
                      ro, co, tiles_w, tiles, first])
         first += planes * tiles
-    desc = torch.tensor(desc, dtype=torch.int64)
-    if device.type == "cuda":
-        # Pinned and asynchronous: a pageable copy would make the host wait for the GPU.
-        desc = desc.pin_memory().to(device, non_blocking=True)
+    desc = _device_desc(tuple(v for row in desc for v in row), device)
     kernel, grid = (_steps_kernel, first) if name == "steps" else (_chain_kernel, planes)
     _launch(name, kernel, (grid,), desc, len(steps), idx, wt, KH=kh, KW=kw,
             ACC=_acc(steps[0].dst.dtype), DT=_DTYPES[steps[0].dst.dtype], BLOCK_H=block_h, BLOCK_W=block_w,
