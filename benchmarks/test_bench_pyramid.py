@@ -18,6 +18,9 @@ from fastpapers import ops
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPE = (16, 3, 256, 256)
 LEVELS = 4
+# Peak DRAM bandwidth (bytes/s) of the GPUs the targets name, by device-name substring (the
+# first that matches): H100 SXM (HBM3) 3.35 TB/s, H100 PCIe 2.0 TB/s, H200 4.8 TB/s.
+PEAK_BANDWIDTH = [("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12)]
 
 
 def _sync():
@@ -74,13 +77,49 @@ def cv2_roundtrip(a):
     return out
 
 
-def _level_sizes(hw):
+def _level_sizes(hw, levels=LEVELS):
     h, w = hw
     sizes = [(h, w)]
-    for _ in range(LEVELS - 1):
+    for _ in range(levels - 1):
         h, w = (h + 1) // 2, (w + 1) // 2
         sizes.append((h, w))
     return sizes
+
+
+def peak_bandwidth():
+    if DEVICE != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((bw for key, bw in PEAK_BANDWIDTH if key in name), None)
+
+
+def roundtrip_bytes(shape, levels, itemsize):
+    """DRAM bytes of our build + reconstruct if every pass reads each of its inputs once and
+    writes its output once: per level i (area a_i), build pyr_down (a_i in, a_{i+1} out) and
+    residual (G_i, G_{i+1} in, L_i out), reconstruct (G_{i+1}, L_i in, G_i out)."""
+    b, c, h, w = shape
+    areas = [hh * ww for hh, ww in _level_sizes((h, w), levels)]
+    per_plane = sum(5 * areas[i] + 3 * areas[i + 1] for i in range(levels - 1))
+    return b * c * per_plane * itemsize
+
+
+def compulsory_bytes(shape, levels, itemsize):
+    """The least any build + reconstruct can move: x in, every level out, every level in, x out."""
+    b, c, h, w = shape
+    areas = [hh * ww for hh, ww in _level_sizes((h, w), levels)]
+    return b * c * (2 * areas[0] + 2 * sum(areas)) * itemsize
+
+
+def record_bandwidth(benchmark, shape, levels, itemsize):
+    """extra_info for run.sh's bandwidth table: GB/s and fraction of the card's peak."""
+    peak = peak_bandwidth()
+    seconds = benchmark.stats.stats.median
+    for key, nbytes in (("passes", roundtrip_bytes(shape, levels, itemsize)),
+                        ("compulsory", compulsory_bytes(shape, levels, itemsize))):
+        benchmark.extra_info[f"bytes_{key}"] = nbytes
+        benchmark.extra_info[f"gbps_{key}"] = nbytes / seconds / 1e9
+        if peak:
+            benchmark.extra_info[f"dram_fraction_{key}"] = nbytes / seconds / peak
 
 
 @pytest.mark.parametrize("impl", ["peer", "ours"])
@@ -101,6 +140,29 @@ def test_laplacian_roundtrip_vs_kornia(benchmark, impl):
         return out
 
     benchmark.pedantic(run, rounds=5 if impl == "peer" else 30, warmup_rounds=1)
+    if impl == "ours":
+        record_bandwidth(benchmark, SHAPE, LEVELS, x.element_size())
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="GPU bandwidth case")
+@pytest.mark.parametrize("impl", ["peer", "ours"])
+def test_laplacian_roundtrip_large_gpu(benchmark, impl):
+    # 16x larger than the target case: the kernels' bandwidth once launches no longer matter.
+    shape = (16, 3, 1024, 1024)
+    x = torch.rand(*shape, device=DEVICE)
+    torch.testing.assert_close(ours_roundtrip(x), x, rtol=1e-5, atol=1e-6)
+    fn = kornia_roundtrip if impl == "peer" else ours_roundtrip
+    tag(benchmark, f"laplacian build+reconstruct {'x'.join(map(str, shape))}, {LEVELS} levels ({DEVICE})", impl,
+        "kornia build_laplacian_pyramid + pyrup/add")
+
+    def run():
+        out = fn(x)
+        _sync()
+        return out
+
+    benchmark.pedantic(run, rounds=5 if impl == "peer" else 20, warmup_rounds=1)
+    if impl == "ours":
+        record_bandwidth(benchmark, shape, LEVELS, x.element_size())
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="the cv2 loop is a CPU peer")

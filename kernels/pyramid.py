@@ -2,36 +2,98 @@
 
 Every pyramid op, forward or adjoint, is separable: ``out = A_rows @ x @ A_cols^T`` per plane,
 with 1-D operators that have at most a handful of taps per output (5 for pyr_down, 2 or 3 for
-pyr_up in polyphase form, a few more at reflected borders of the adjoints). One kernel covers
-them all: the launcher passes each 1-D operator as a padded tap table (index, weight) per output
-row/column, and each program computes a BLOCK_H x BLOCK_W output tile in one pass, gathering
-its KH x KW taps straight from the input (the taps of neighbouring outputs overlap, so the
-re-reads hit L1/L2 and DRAM sees each input byte about once). Padding taps have weight 0 and
-index 0, which is always in bounds. The optional epilogue ``out = other + alpha * acc`` fuses
-the Laplacian subtraction (alpha = -1) and the reconstruction addition (alpha = +1) into the
-pyr_up pass.
+pyr_up in polyphase form, a few more at reflected borders of the adjoints). Each operator is
+passed as a padded tap table (index, weight) per output row/column, built from the reference's
+definitions (fastpapers/reference/pyramid.py), so the kernels and the C++ CPU kernels apply the
+very same taps. A program computes a BLOCK_H x BLOCK_W output tile in one pass, gathering its
+KH x KW taps straight from the input (the taps of neighbouring outputs overlap, so the re-reads
+hit L1/L2 and DRAM sees each input byte about once). Padding taps have weight 0 and index 0,
+which is always in bounds. The optional epilogue ``out = other + sign * acc`` (sign -1 or +1)
+fuses the Laplacian subtraction and the reconstruction addition into the pyr_up pass.
 
-Half and bfloat16 inputs accumulate in float32, float64 in float64. Weights are dyadic
-rationals (k/16, k/8), exact in float32.
+Three kernels share that tile body:
+
+- ``_separable_kernel``: one operator over a whole batch, tiled; used by the single ops and by
+  the large pyramid levels, where a launch has enough tiles to fill the GPU.
+- ``_steps_kernel``: several independent operators in one launch. A table of step descriptors
+  (source, destination and epilogue addresses, sizes, tap-table offsets, first program) maps
+  each program to (step, plane, tile). The Laplacian residuals of all large levels, which only
+  need the Gaussian levels, go out as one launch.
+- ``_chain_kernel``: the small levels. Each level depends on the one before, and a level of a
+  few hundred pixels per plane cannot fill the GPU, so one program per plane runs every small
+  step in order (tiles looped inside the program), with a block-wide barrier between steps;
+  its intermediate levels stay in L2. The whole coarse end of a pyramid is one launch instead
+  of one or two per level.
+
+The pyramid launchers (``gaussian_levels``, ``laplacian_pyramid``, ``laplacian_reconstruct``
+and their adjoints ``pyr_down_levels_backward``, ``laplacian_pyramid_backward``,
+``laplacian_reconstruct_backward``) split a pyramid at the first level of at most
+``TAIL_PIXELS`` pixels per plane: larger levels go through ``_separable_kernel`` /
+``_steps_kernel``, that level and the coarser ones through one ``_chain_kernel`` launch. A
+4-level 256 x 256 build is then 4 launches (was 6) and its reconstruction 3; a full 9-level
+one 4 and 3 (were 16 and 8). These launchers are what the CUDA registration in
+fastpapers/ops/pyramid.py calls, and what the tests run under TRITON_INTERPRET=1;
+:func:`counting` records each launch so a test can check how many a pyramid took.
+
+Half and bfloat16 inputs accumulate in float32, float64 in float64; every level is stored in
+the input dtype (as the one-launch-per-level path did). Weights are dyadic rationals (k/16,
+k/8, and their sums at reflected borders), exact in float32.
 """
+import contextlib
+from functools import lru_cache
+from typing import List, Sequence
+
 import torch
 import triton
 import triton.language as tl
 
+from ..reference import pyramid as _ref
+
+# A level of at most this many pixels per plane, and every coarser one, is built by the chain
+# kernel (one program per plane, 4 tiles of 32 x 32 at this size). 64 x 64 is a first guess at
+# where one program per plane stops being cheaper than a launch per level; it was chosen without
+# a GPU (none was available) and is to be tuned on one.
+TAIL_PIXELS = 4096
+# Pixels per tile of the chain kernel.
+CHAIN_TILE = 1024
+
+# A step descriptor is 13 int64: 0 source address, 1 destination address, 2 epilogue ("other")
+# address or 0, 3 sign of the epilogue (-1, +1, or 0 for none), 4-5 input H, W, 6-7 output H,
+# W, 8-9 offsets of the row and column tap tables, 10 tiles per row of tiles, 11 tiles per
+# plane, 12 first program of the step (steps kernel).
+
+_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
+           torch.float64: tl.float64}
+
+_log = None
+
+
+@contextlib.contextmanager
+def counting():
+    """Record the kernel launches made inside the block: yields a list that receives one kernel
+    name per launch ("separable", "steps" or "chain")."""
+    global _log
+    prev, _log = _log, []
+    try:
+        yield _log
+    finally:
+        _log = prev
+
+
+def _launch(name, kernel, grid, *args, **kwargs):
+    if _log is not None:
+        _log.append(name)
+    kernel[grid](*args, **kwargs)
+
 
 @triton.jit
-def _separable_kernel(x_ptr, out_ptr, other_ptr, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
-                      h_in, w_in, h_out, w_out, tiles_w, tiles_per_plane, alpha,
-                      KH: tl.constexpr, KW: tl.constexpr, HAS_OTHER: tl.constexpr, ACC: tl.constexpr,
-                      BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    pid = tl.program_id(0)
-    plane = pid // tiles_per_plane
-    tile = pid % tiles_per_plane
-    oh = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    ow = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+def _tile(x_base, out_base, other_base, sign, ri_ptr, rw_ptr, ci_ptr, cw_ptr, w_in, h_out, w_out, oh, ow,
+          KH: tl.constexpr, KW: tl.constexpr, MAYBE_OTHER: tl.constexpr, ACC: tl.constexpr,
+          CACHE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Output rows oh x columns ow of one plane: out = A_rows @ x @ A_cols^T, or
+    other + sign * that when MAYBE_OTHER and sign != 0 (sign is -1.0, 0.0 or +1.0)."""
     mh = oh < h_out
     mw = ow < w_out
-    x_base = x_ptr + plane.to(tl.int64) * h_in * w_in
     acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
     for p in tl.static_range(KH):
         ih = tl.load(ri_ptr + oh * KH + p, mask=mh, other=0)
@@ -41,29 +103,179 @@ def _separable_kernel(x_ptr, out_ptr, other_ptr, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
         for q in tl.static_range(KW):
             iw = tl.load(ci_ptr + ow * KW + q, mask=mw, other=0)
             ww = tl.load(cw_ptr + ow * KW + q, mask=mw, other=0.0).to(ACC)
-            v = tl.load(row[:, None] + iw[None, :], mask=mh[:, None] & mw[None, :], other=0.0)
+            v = tl.load(row[:, None] + iw[None, :], mask=mh[:, None] & mw[None, :], other=0.0,
+                        cache_modifier=CACHE)
             part += v.to(ACC) * ww[None, :]
         acc += part * wh[:, None]
-    offs = plane.to(tl.int64) * h_out * w_out + oh[:, None] * w_out + ow[None, :]
+    offs = oh[:, None] * w_out + ow[None, :]
     mask = mh[:, None] & mw[None, :]
-    if HAS_OTHER:
-        acc = tl.load(other_ptr + offs, mask=mask, other=0.0).to(ACC) + alpha * acc
-    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    if MAYBE_OTHER:
+        has = sign != 0.0
+        # has reaches the mask through an int: the interpreter cannot AND a bool block with a
+        # bool scalar.
+        omask = mask & ((offs * 0 + has.to(tl.int32)) != 0)
+        o = tl.load(other_base + offs, mask=omask, other=0.0, cache_modifier=CACHE).to(ACC)
+        acc = o + tl.where(has, sign, 1.0).to(ACC) * acc
+    tl.store(out_base + offs, acc.to(out_base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _separable_kernel(x_ptr, out_ptr, other_ptr, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
+                      h_in, w_in, h_out, w_out, tiles_w, tiles_per_plane, alpha,
+                      KH: tl.constexpr, KW: tl.constexpr, HAS_OTHER: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    pid = tl.program_id(0)
+    plane = (pid // tiles_per_plane).to(tl.int64)
+    tile = pid % tiles_per_plane
+    oh = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
+    ow = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    out_off = plane * h_out * w_out
+    _tile(x_ptr + plane * h_in * w_in, out_ptr + out_off, other_ptr + out_off, alpha, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
+          w_in, h_out, w_out, oh, ow, KH, KW, HAS_OTHER, ACC, "", BLOCK_H, BLOCK_W)
+
+
+@triton.jit
+def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
+                  DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    pid = tl.program_id(0)
+    # The steps' programs are laid out one after the other; find this program's step.
+    s = pid * 0
+    for j in range(1, n_steps):
+        s += (pid >= tl.load(desc_ptr + j * 13 + 12)).to(tl.int32)
+    d = desc_ptr + s.to(tl.int64) * 13
+    h_in, w_in = tl.load(d + 4), tl.load(d + 5)
+    h_out, w_out = tl.load(d + 6), tl.load(d + 7)
+    tiles_w, tiles = tl.load(d + 10), tl.load(d + 11)
+    local = pid - tl.load(d + 12)
+    plane = local // tiles
+    tile = local % tiles
+    oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
+    ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
+    out_off = plane * h_out * w_out
+    src = tl.load(d + 0).to(tl.pointer_type(DT)) + plane * h_in * w_in
+    dst = tl.load(d + 1).to(tl.pointer_type(DT)) + out_off
+    # A step without epilogue has address 0 there: point at dst instead (never read, sign 0).
+    other_addr = tl.load(d + 2)
+    other = tl.where(other_addr != 0, other_addr, tl.load(d + 1)).to(tl.pointer_type(DT)) + out_off
+    sign = tl.load(d + 3).to(tl.float32)
+    ro, co = tl.load(d + 8), tl.load(d + 9)
+    _tile(src, dst, other, sign, idx_ptr + ro, wt_ptr + ro, idx_ptr + co, wt_ptr + co, w_in, h_out, w_out, oh, ow,
+          KH, KW, True, ACC, "", BLOCK_H, BLOCK_W)
+
+
+@triton.jit
+def _chain_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
+                  DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    plane = tl.program_id(0).to(tl.int64)
+    for s in range(n_steps):
+        d = desc_ptr + s * 13
+        h_in, w_in = tl.load(d + 4), tl.load(d + 5)
+        h_out, w_out = tl.load(d + 6), tl.load(d + 7)
+        tiles_w, tiles = tl.load(d + 10), tl.load(d + 11)
+        out_off = plane * h_out * w_out
+        src = tl.load(d + 0).to(tl.pointer_type(DT)) + plane * h_in * w_in
+        dst = tl.load(d + 1).to(tl.pointer_type(DT)) + out_off
+        other_addr = tl.load(d + 2)
+        other = tl.where(other_addr != 0, other_addr, tl.load(d + 1)).to(tl.pointer_type(DT)) + out_off
+        sign = tl.load(d + 3).to(tl.float32)
+        ro, co = tl.load(d + 8), tl.load(d + 9)
+        for tile in range(tiles):
+            oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
+            ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
+            # ".cg" loads bypass L1: a step reads what other threads of this program wrote in
+            # the step before, which the barrier below makes visible at L2.
+            _tile(src, dst, other, sign, idx_ptr + ro, wt_ptr + ro, idx_ptr + co, wt_ptr + co, w_in, h_out, w_out,
+                  oh, ow, KH, KW, True, ACC, ".cg", BLOCK_H, BLOCK_W)
+        tl.debug_barrier()
+
+
+def _acc(dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _warps(kh, kw):
+    # ptxas for sm_90 (Triton 3.8, float32, 1024-output tile): with 5 x 5 taps and 4 warps the
+    # tile body needs 255 registers and spills (72 bytes in _separable_kernel); with 8 warps
+    # 184-188 and no spill, at the same 8 warps per SM. 3 x 3 taps fit 4 warps (96-123
+    # registers). Static counts only: not yet timed on a GPU.
+    return 8 if kh * kw > 9 else 4
+
+
+# --- tap tables ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def _taps(kind: str, n: int, m: int, vertical: bool):
+    """Tap rows of one 1-D operator, n and m being the forward op's input and output lengths:
+    "down" (n -> ceil(n/2)), "up" (n -> m), and the adjoints "down_t" (ceil(n/2) -> n) and
+    "up_t" (m -> n)."""
+    if kind == "down":
+        return _ref.down_taps(n)
+    if kind == "up":
+        return _ref.up_taps(n, m, vertical)
+    if kind == "down_t":
+        return _ref.transpose_taps(_ref.down_taps(n), n)
+    return _ref.transpose_taps(_ref.up_taps(n, m, vertical), n)
+
+
+def _padded(rows, k):
+    idx = [[j for j, _ in r] + [0] * (k - len(r)) for r in rows]
+    wt = [[w for _, w in r] + [0.0] * (k - len(r)) for r in rows]
+    return idx, wt
 
 
 def tap_table(rows, device) -> tuple:
     """Tap rows of a 1-D operator (per output: a sequence of (input index, weight)) ->
     (idx int32 [n_out, K], weight float32 [n_out, K]), padded with (0, 0.0)."""
     k = max([1] + [len(r) for r in rows])
-    idx = [[j for j, _ in r] + [0] * (k - len(r)) for r in rows]
-    wt = [[w for _, w in r] + [0.0] * (k - len(r)) for r in rows]
+    idx, wt = _padded(rows, k)
     return (torch.tensor(idx, dtype=torch.int32).reshape(len(rows), k).to(device),
             torch.tensor(wt, dtype=torch.float32).reshape(len(rows), k).to(device))
 
 
+@lru_cache(maxsize=512)
+def _op_table(kind, n, m, vertical, device):
+    return tap_table(_taps(kind, n, m, vertical), device)
+
+
+def op_tables(kind: str, in_hw, out_hw, device) -> tuple:
+    """(rows, cols) tap tables of a 2-D op on ``device``; in_hw / out_hw are the forward op's
+    input / output sizes (as in :func:`_taps`)."""
+    return (_op_table(kind, in_hw[0], out_hw[0], True, device), _op_table(kind, in_hw[1], out_hw[1], False, device))
+
+
+@lru_cache(maxsize=256)
+def _packed_tables(ops: tuple, device):
+    """All tap tables of a list of steps in two flat buffers. ops: per step (kind, in_hw, out_hw).
+    Returns (idx int32, wt float32, [(row offset, col offset)] per step, KH, KW); every row
+    table is padded to KH taps, every column table to KW."""
+    rows = [_taps(kind, i[0], o[0], True) for kind, i, o in ops]
+    cols = [_taps(kind, i[1], o[1], False) for kind, i, o in ops]
+    kh = max(len(r) for t in rows for r in t)
+    kw = max(len(r) for t in cols for r in t)
+    idx, wt, offsets = [], [], []
+
+    def append(table, k):
+        i, w = _padded(table, k)
+        idx.extend(v for row in i for v in row)
+        wt.extend(v for row in w for v in row)
+
+    for r, c in zip(rows, cols):
+        ro = len(idx)
+        append(r, kh)
+        offsets.append((ro, len(idx)))
+        append(c, kw)
+    return (torch.tensor(idx, dtype=torch.int32).to(device), torch.tensor(wt, dtype=torch.float32).to(device),
+            tuple(offsets), kh, kw)
+
+
+# --- launchers -----------------------------------------------------------------------------
+
+
 def separable(x: torch.Tensor, rows: tuple, cols: tuple, other: torch.Tensor = None, alpha: float = 1.0,
               out: torch.Tensor = None) -> torch.Tensor:
-    """out[b, c] = A_rows @ x[b, c] @ A_cols^T (+ other and alpha: other + alpha * that).
+    """out[b, c] = A_rows @ x[b, c] @ A_cols^T (+ other and alpha: other + alpha * that, alpha
+    being -1 or +1).
 
     x: (B, C, H, W) contiguous; rows / cols: tap tables from :func:`tap_table` for the vertical
     and horizontal operators; other: (B, C, H_out, W_out) or None.
@@ -85,11 +297,270 @@ def separable(x: torch.Tensor, rows: tuple, cols: tuple, other: torch.Tensor = N
     block_h = min(16, triton.next_power_of_2(h_out))
     tiles_w = triton.cdiv(w_out, block_w)
     tiles = tiles_w * triton.cdiv(h_out, block_h)
-    grid = (b * c * tiles,)
-    _separable_kernel[grid](
-        x, out, out if other is None else other, ri, rw, ci, cw,
-        h_in, w_in, h_out, w_out, tiles_w, tiles, float(alpha),
-        KH=ri.shape[1], KW=ci.shape[1], HAS_OTHER=other is not None,
-        ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
-        BLOCK_H=block_h, BLOCK_W=block_w, num_warps=4)
+    _launch("separable", _separable_kernel, (b * c * tiles,),
+            x, out, out if other is None else other, ri, rw, ci, cw,
+            h_in, w_in, h_out, w_out, tiles_w, tiles, float(alpha),
+            KH=ri.shape[1], KW=ci.shape[1], HAS_OTHER=other is not None, ACC=_acc(x.dtype),
+            BLOCK_H=block_h, BLOCK_W=block_w, num_warps=_warps(ri.shape[1], ci.shape[1]))
     return out
+
+
+class _Step:
+    """dst = A(src), or other + sign * A(src); A is the 2-D op ``kind`` (see :func:`_taps`)
+    whose forward form maps in_hw to out_hw."""
+    __slots__ = ("kind", "in_hw", "out_hw", "src", "dst", "other", "sign")
+
+    def __init__(self, kind, in_hw, out_hw, src, dst, other=None, sign=0):
+        self.kind, self.in_hw, self.out_hw = kind, tuple(in_hw), tuple(out_hw)
+        self.src, self.dst, self.other, self.sign = src, dst, other, sign
+
+
+def _down_step(src, dst):
+    return _Step("down", _hw(src), _hw(dst), src, dst)
+
+
+def _up_step(src, dst, other, sign):
+    return _Step("up", _hw(src), _hw(dst), src, dst, other, sign)
+
+
+@lru_cache(maxsize=64)
+def _device_desc(values: tuple, device) -> torch.Tensor:
+    """The descriptor table on the device, cached by its whole content (addresses included): the
+    caching allocator hands the same blocks to a training loop's pyramids step after step, so the
+    upload is usually skipped, and a CUDA graph captured after a warm-up run holds no copy whose
+    pinned source could be reused. The upload is ordered on the stream current at the first
+    call; a later hit from another stream relies on that copy having finished (it is a few
+    hundred bytes, enqueued before that call's kernel)."""
+    desc = torch.tensor(values, dtype=torch.int64).reshape(-1, 13)
+    if device.type == "cuda":
+        # Pinned and asynchronous: a pageable copy would make the host wait for the GPU.
+        desc = desc.pin_memory().to(device, non_blocking=True)
+    return desc
+
+
+def _run(name, steps: List[_Step], block_h: int, block_w: int):
+    """Launch ``steps`` (all on contiguous tensors of one dtype and B x C planes) as one
+    _steps_kernel (name "steps", independent steps, grid over every tile of every step) or one
+    _chain_kernel (name "chain", in order, one program per plane)."""
+    planes = steps[0].dst.shape[0] * steps[0].dst.shape[1]
+    if planes == 0:
+        return
+    device = steps[0].dst.device
+    idx, wt, offsets, kh, kw = _packed_tables(tuple((s.kind, s.in_hw, s.out_hw) for s in steps), device)
+    desc, first = [], 0
+    for s, (ro, co) in zip(steps, offsets):
+        h_out, w_out = s.dst.shape[2], s.dst.shape[3]
+        tiles_w = triton.cdiv(w_out, block_w)
+        tiles = tiles_w * triton.cdiv(h_out, block_h)
+        desc.append([s.src.data_ptr(), s.dst.data_ptr(), 0 if s.other is None else s.other.data_ptr(),
+                     0 if s.other is None else s.sign, s.src.shape[2], s.src.shape[3], h_out, w_out,
+                     ro, co, tiles_w, tiles, first])
+        first += planes * tiles
+    desc = _device_desc(tuple(v for row in desc for v in row), device)
+    kernel, grid = (_steps_kernel, first) if name == "steps" else (_chain_kernel, planes)
+    _launch(name, kernel, (grid,), desc, len(steps), idx, wt, KH=kh, KW=kw,
+            ACC=_acc(steps[0].dst.dtype), DT=_DTYPES[steps[0].dst.dtype], BLOCK_H=block_h, BLOCK_W=block_w,
+            num_warps=_warps(kh, kw))
+
+
+def _run_steps(steps):
+    if steps:
+        h = max(s.dst.shape[2] for s in steps)
+        w = max(s.dst.shape[3] for s in steps)
+        _run("steps", steps, min(16, triton.next_power_of_2(h)), min(64, triton.next_power_of_2(w)))
+
+
+def _run_chain(steps):
+    if steps:
+        # The tile follows the largest level's shape (a 1 x N level gets a 1 x 1024 tile, not
+        # 32 rows of masked lanes); coarser levels fit in fewer tiles.
+        h = max(s.dst.shape[2] for s in steps)
+        w = max(s.dst.shape[3] for s in steps)
+        block_w = min(triton.next_power_of_2(w), CHAIN_TILE)
+        block_h = min(triton.next_power_of_2(h), CHAIN_TILE // block_w)
+        _run("chain", steps, block_h, block_w)
+
+
+def _hw(t):
+    return t.shape[2], t.shape[3]
+
+
+def _empty(x, hw):
+    return x.new_empty((x.shape[0], x.shape[1]) + tuple(hw))
+
+
+def _halving(h, w, levels):
+    sizes = [(h, w)]
+    for _ in range(levels - 1):
+        h, w = (h + 1) // 2, (w + 1) // 2
+        sizes.append((h, w))
+    return sizes
+
+
+def first_small_level(sizes: Sequence) -> int:
+    """Index of the first level of at most TAIL_PIXELS pixels (len(sizes) if none): it and the
+    coarser levels go through the chain kernel."""
+    for i, (h, w) in enumerate(sizes):
+        if h * w <= TAIL_PIXELS:
+            return i
+    return len(sizes)
+
+
+def pyr_down(x: torch.Tensor) -> torch.Tensor:
+    h, w = _hw(x)
+    return separable(x, *op_tables("down", (h, w), ((h + 1) // 2, (w + 1) // 2), x.device))
+
+
+def pyr_up(x: torch.Tensor, size, other: torch.Tensor = None, alpha: float = 1.0) -> torch.Tensor:
+    return separable(x, *op_tables("up", _hw(x), tuple(size), x.device), other=other, alpha=alpha)
+
+
+def pyr_down_backward(grad: torch.Tensor, input_size) -> torch.Tensor:
+    return separable(grad, *op_tables("down_t", tuple(input_size), _hw(grad), grad.device))
+
+
+def pyr_up_backward(grad: torch.Tensor, input_size) -> torch.Tensor:
+    return separable(grad, *op_tables("up_t", tuple(input_size), _hw(grad), grad.device))
+
+
+def gaussian_levels(x: torch.Tensor, count: int) -> List[torch.Tensor]:
+    """[pyr_down(x), pyr_down(pyr_down(x)), ...], ``count`` tensors: one launch per large level,
+    one for all the small ones."""
+    x = x.contiguous()
+    sizes = _halving(x.shape[2], x.shape[3], count + 1)
+    k = first_small_level(sizes)
+    out = [x]
+    for _ in range(min(k, count)):
+        out.append(pyr_down(out[-1]))
+    chain = []
+    for i in range(len(out) - 1, count):
+        out.append(_empty(x, sizes[i + 1]))
+        chain.append(_down_step(out[i], out[i + 1]))
+    _run_chain(chain)
+    return out[1:]
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int) -> List[torch.Tensor]:
+    """[G_0 - up(G_1), ..., G_{n-2} - up(G_{n-1}), G_{n-1}]. Large levels: one pyr_down launch
+    each, then one launch for all their residuals; the small levels (their Gaussian levels and
+    residuals) in one chain launch."""
+    x = x.contiguous()
+    if levels == 1:
+        return [x.clone()]
+    sizes = _halving(x.shape[2], x.shape[3], levels)
+    k = first_small_level(sizes)
+    gauss = [x]
+    for _ in range(min(k, levels - 1)):
+        gauss.append(pyr_down(gauss[-1]))
+    laps = [_empty(x, hw) for hw in sizes[:-1]]
+    chain = []
+    for i in range(len(gauss) - 1, levels - 1):
+        gauss.append(_empty(x, sizes[i + 1]))
+        chain += [_down_step(gauss[i], gauss[i + 1]), _up_step(gauss[i + 1], laps[i], gauss[i], -1)]
+    _run_steps([_up_step(gauss[i + 1], laps[i], gauss[i], -1) for i in range(min(k, levels - 1))])
+    _run_chain(chain)
+    return laps + [gauss[-1]]
+
+
+def laplacian_reconstruct(pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
+    """G_{n-1} = pyramid[-1], G_i = pyramid[i] + pyr_up(G_{i+1}): the small levels in one chain
+    launch, then one launch per large level."""
+    pyramid = [p.contiguous() for p in pyramid]
+    n = len(pyramid)
+    if n == 1:
+        return pyramid[0].clone()
+    k = first_small_level([_hw(p) for p in pyramid])
+    g = pyramid[-1]
+    chain = []
+    for i in range(n - 2, max(k, 0) - 1, -1):
+        dst = torch.empty_like(pyramid[i])
+        chain.append(_up_step(g, dst, pyramid[i], 1))
+        g = dst
+    _run_chain(chain)
+    for i in range(min(k, n - 1) - 1, -1, -1):
+        g = pyr_up(g, _hw(pyramid[i]), other=pyramid[i], alpha=1.0)
+    return g
+
+
+# --- adjoints of the whole-pyramid ops (their backward) ------------------------------------
+
+
+def _down_t_step(src, dst, other=None, sign=0):
+    """dst = D^T src (+ other with sign), D being pyr_down from dst's size to src's."""
+    return _Step("down_t", _hw(dst), _hw(src), src, dst, other, sign)
+
+
+def _up_t_step(src, dst, other=None, sign=0):
+    """dst = U^T src (+ other with sign), U being pyr_up from dst's size to src's."""
+    return _Step("up_t", _hw(dst), _hw(src), src, dst, other, sign)
+
+
+def _down_t(src, size, other=None):
+    return separable(src, *op_tables("down_t", tuple(size), _hw(src), src.device), other=other, alpha=1.0)
+
+
+def pyr_down_levels_backward(grads: Sequence[torch.Tensor], input_size) -> torch.Tensor:
+    """Adjoint of :func:`gaussian_levels`: with G_{i+1} = D_i G_i, dG_i = g_i + D_i^T dG_{i+1}
+    from the coarsest level, and dx = D_0^T dG_1. The small levels (the start of this chain) in
+    one chain launch, then one launch per large level."""
+    grads = [g.contiguous() for g in grads]
+    sizes = [tuple(input_size)] + [_hw(g) for g in grads]
+    count = len(grads)
+    k = first_small_level(sizes)
+    acc = grads[-1]
+    chain = []
+    for i in range(count - 1, k - 1, -1):
+        dst = _empty(acc, sizes[i])
+        chain.append(_down_t_step(acc, dst, grads[i - 1] if i > 0 else None, 1 if i > 0 else 0))
+        acc = dst
+    _run_chain(chain)
+    for i in range(min(k, count) - 1, -1, -1):
+        acc = _down_t(acc, sizes[i], grads[i - 1] if i > 0 else None)
+    return acc
+
+
+def laplacian_pyramid_backward(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Adjoint of :func:`laplacian_pyramid`: dG_i = T_i + D_i^T dG_{i+1} from the coarsest
+    level, with T_i = dL_i - U_{i-1}^T dL_{i-1} (T_0 = dL_0, dG_{n-1} = T_{n-1}). The T_i of the
+    large levels are independent: one steps launch; the small levels (T_i and dG_i) one chain
+    launch; then one launch per large level."""
+    grads = [g.contiguous() for g in grads]
+    n = len(grads)
+    if n == 1:
+        return grads[0].clone()
+    sizes = [_hw(g) for g in grads]
+    k = first_small_level(sizes)
+    t = [grads[0]] + [_empty(grads[0], hw) for hw in sizes[1:]]
+    acc = None
+    chain = []
+    for i in range(n - 1, k - 1, -1):
+        if i > 0:
+            chain.append(_up_t_step(grads[i - 1], t[i], grads[i], -1))
+        if acc is None:
+            acc = t[i]
+        else:
+            dst = _empty(acc, sizes[i])
+            chain.append(_down_t_step(acc, dst, t[i], 1))
+            acc = dst
+    _run_steps([_up_t_step(grads[i - 1], t[i], grads[i], -1) for i in range(1, min(k, n))])
+    _run_chain(chain)
+    for i in range(min(k, n) - 1, -1, -1):
+        acc = t[i] if acc is None else _down_t(acc, sizes[i], t[i])
+    return acc
+
+
+def laplacian_reconstruct_backward(grad: torch.Tensor, heights: Sequence[int], widths: Sequence[int]) -> List[torch.Tensor]:
+    """Adjoint of :func:`laplacian_reconstruct` below level 0: [U_0^T g, U_1^T U_0^T g, ...] for
+    levels of sizes heights[i] x widths[i] (level 1 first). One launch per large level, then the
+    small ones in one chain launch."""
+    sizes = [_hw(grad)] + list(zip(heights, widths))
+    k = first_small_level(sizes)
+    levels = [grad.contiguous()]
+    for i in range(1, min(k, len(sizes))):
+        levels.append(separable(levels[-1], *op_tables("up_t", sizes[i], sizes[i - 1], grad.device)))
+    chain = []
+    for i in range(max(k, 1), len(sizes)):
+        levels.append(_empty(grad, sizes[i]))
+        chain.append(_up_t_step(levels[i - 1], levels[i]))
+    _run_chain(chain)
+    return levels[1:]

@@ -178,6 +178,74 @@ def test_gradcheck_pyramids(device, size):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [(1, 5), (6, 7)])
+def test_gradgradcheck_pyramids(device, size):
+    # Double backward runs the whole-pyramid backward ops' own backward (the forward ops).
+    x = torch.rand(1, 2, *size, dtype=torch.float64, device=device, requires_grad=True)
+    levels = ops.max_pyramid_levels(*size)
+    assert torch.autograd.gradgradcheck(lambda t: tuple(ops.gaussian_pyramid(t, levels)), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: tuple(ops.laplacian_pyramid(t, levels)), (x,))
+    pyr = [p.detach().requires_grad_() for p in ops.laplacian_pyramid(x, levels)]
+    assert torch.autograd.gradgradcheck(lambda *p: ops.laplacian_reconstruct(list(p)), tuple(pyr))
+
+
+def _adjoint_case(size, levels, dtype=torch.float64, planes=(1, 2)):
+    """Random grads for every level of an image's pyramid, and the reference adjoints (autograd
+    through the pure-PyTorch pyramids)."""
+    x = torch.rand(*planes, *size, dtype=dtype, requires_grad=True)
+    gauss = ref.gaussian_pyramid(x, levels)
+    grads = [torch.rand_like(g) for g in gauss]
+    want_down = torch.autograd.grad(gauss[1:], x, grads[1:])[0]
+    want_lap = torch.autograd.grad(ref.laplacian_pyramid(x, levels), x, grads)[0]
+    pyr = [g.detach().requires_grad_() for g in gauss]
+    want_rec = torch.autograd.grad(ref.laplacian_reconstruct(pyr), pyr, grads[0])
+    return x.detach(), grads, want_down, want_lap, want_rec
+
+
+@pytest.mark.parametrize("size", [(1, 5), (6, 7), (12, 9)])
+def test_pyramid_backward_ops_match_reference(size):
+    P = torch.ops.fastpapers
+    levels = ops.max_pyramid_levels(*size)
+    x, grads, want_down, want_lap, want_rec = _adjoint_case(size, levels)
+    assert_close(P.pyr_down_levels_backward(grads[1:], list(size)), want_down)
+    assert_close(P.laplacian_pyramid_backward(grads), want_lap)
+    got = P.laplacian_reconstruct_backward(grads[0], [g.shape[2] for g in grads[1:]], [g.shape[3] for g in grads[1:]])
+    assert len(got) == levels - 1
+    for g, w in zip(got, want_rec[1:]):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("tail", [None, 12])
+def test_triton_pyramid_adjoints(tail, monkeypatch):
+    # The CUDA backward of the whole-pyramid ops: with the default threshold every level is
+    # small (one chain launch); with 12 pixels levels 13x10 and 7x5 are large.
+    from fastpapers.kernels import pyramid as K
+
+    if tail is not None:
+        monkeypatch.setattr(K, "TAIL_PIXELS", tail)
+        monkeypatch.setattr(K, "CHAIN_TILE", 16)
+    x, grads, want_down, want_lap, want_rec = _adjoint_case((13, 10), 5)
+    heights, widths = [g.shape[2] for g in grads[1:]], [g.shape[3] for g in grads[1:]]
+    logs = []
+    with K.counting() as log:
+        assert_close(K.pyr_down_levels_backward(grads[1:], (13, 10)), want_down)
+    logs.append(log)
+    with K.counting() as log:
+        assert_close(K.laplacian_pyramid_backward(grads), want_lap)
+    logs.append(log)
+    with K.counting() as log:
+        got = K.laplacian_reconstruct_backward(grads[0], heights, widths)
+    logs.append(log)
+    for g, w in zip(got, want_rec[1:]):
+        assert_close(g, w)
+    if tail is None:
+        assert logs == [["chain"]] * 3
+    else:
+        assert logs == [["chain", "separable", "separable"], ["steps", "chain", "separable", "separable"],
+                        ["separable", "chain"]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [(1, 3), (5, 2), (8, 11)])
 def test_backward_ops_are_transposed_matrices(device, size):
     h, w = size
@@ -207,6 +275,10 @@ def test_opcheck():
     torch.library.opcheck(P.laplacian_pyramid.default, (x, 3))
     pyr = [p.detach().requires_grad_() for p in P.laplacian_pyramid(x, 3)]
     torch.library.opcheck(P.laplacian_reconstruct.default, (pyr,))
+    grads = [torch.rand_like(p) for p in pyr]
+    torch.library.opcheck(P.pyr_down_levels_backward.default, (grads[1:], [9, 6]))
+    torch.library.opcheck(P.laplacian_pyramid_backward.default, (grads,))
+    torch.library.opcheck(P.laplacian_reconstruct_backward.default, (grads[0], [5, 3], [3, 2]))
 
 
 def test_torch_compile_parity():
@@ -286,11 +358,214 @@ def test_triton_launchers_interpreted():
     assert_close(K.separable(g, rows, cols), ref.pyr_up_backward(g, (3, 1)))
 
 
+def _check_triton_pyramids(x, levels):
+    from fastpapers.kernels import pyramid as K
+
+    for got, want in zip(K.gaussian_levels(x, levels - 1), ops.gaussian_pyramid(x, levels)[1:]):
+        assert_close(got, want)
+    lap = K.laplacian_pyramid(x, levels)
+    want = ops.laplacian_pyramid(x, levels)
+    assert [p.shape for p in lap] == [p.shape for p in want]
+    for got, w in zip(lap, want):
+        assert_close(got, w)
+    assert_close(K.laplacian_reconstruct(want), ops.laplacian_reconstruct(want))
+
+
+@pytest.mark.parametrize("size,dtype", [((1, 9), torch.float32), ((9, 1), torch.float64), ((2, 2), torch.float32),
+                                        ((3, 5), torch.float64)])
+def test_triton_small_pyramids_one_launch(size, dtype):
+    # Images under TAIL_PIXELS: every level, down to 1 x 1, comes from one chain launch.
+    from fastpapers.kernels import pyramid as K
+
+    x = torch.rand(1, 1, *size, dtype=dtype)
+    levels = ops.max_pyramid_levels(*size)
+    with K.counting() as log:
+        _check_triton_pyramids(x, levels)
+    assert log == ["chain"] * 3
+
+
+def test_triton_large_and_small_levels(monkeypatch):
+    # Small thresholds so that a small image has large levels (one launch each, their
+    # residuals in one steps launch), a chain whose first level spans several tiles (a 4 x 4
+    # tile over 7 x 5), and levels down to 1 x 1.
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 35)
+    monkeypatch.setattr(K, "CHAIN_TILE", 16)
+    x = torch.rand(1, 2, 13, 10, dtype=torch.float64)  # levels 13x10, 7x5, 4x3, 2x2, 1x1
+    with K.counting() as log:
+        _check_triton_pyramids(x, 5)
+    assert log == ["separable", "chain"] + ["separable", "steps", "chain"] + ["chain", "separable"]
+    # A pyramid that stops before the small levels: no chain.
+    with K.counting() as log:
+        _check_triton_pyramids(x, 2)
+    assert log == ["separable"] + ["separable", "steps"] + ["separable"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_precision_interpreted(dtype, monkeypatch):
+    # Levels 9x6, 5x3 large, 3x2 and 2x1 small: every kernel stores half, accumulates float32.
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 12)
+    x = torch.rand(1, 2, 9, 6)
+    with K.counting() as log:
+        got = K.laplacian_pyramid(x.to(dtype), 4)
+    assert log == ["separable", "separable", "steps", "chain"]
+    # The same computation in float32 with every level stored in half (what the kernels do; a
+    # few levels of 1-2 pixels are too few samples for the "twice the reference's half error"
+    # rule of the CUDA test).
+    gauss = [x.to(dtype)]
+    for _ in range(3):
+        gauss.append(ref.pyr_down(gauss[-1].float()).to(dtype))
+    want = [(gauss[i].float() - ref.pyr_up(gauss[i + 1].float(), gauss[i].shape[2:])).to(dtype) for i in range(3)]
+    for g, w in zip(got, want + [gauss[-1]]):
+        assert g.dtype == dtype
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("size", [(256, 256), (1, 16384), (300, 70)])
+def test_triton_launch_count(size, monkeypatch):
+    # Launches recorded, not run (a full-size pyramid is too slow for the interpreter): the
+    # levels above 64 x 64 pixels take one launch each, all the rest one launch, forward and
+    # backward.
+    from fastpapers.kernels import pyramid as K
+
+    launched = []
+    monkeypatch.setattr(K, "_launch", lambda name, *args, **kwargs: launched.append(name))
+    x = torch.empty(2, 3, *size)
+    levels = ops.max_pyramid_levels(*size)
+    large = sum(h * w > K.TAIL_PIXELS for h, w in K._halving(*size, levels))
+    K.gaussian_levels(x, levels - 1)
+    assert launched == ["separable"] * large + ["chain"]
+    launched.clear()
+    pyr = K.laplacian_pyramid(x, levels)
+    assert launched == ["separable"] * large + ["steps", "chain"]
+    launched.clear()
+    K.laplacian_reconstruct(pyr)
+    assert launched == ["chain"] + ["separable"] * large
+    assert 0 < large < levels - 2
+    # The backward ops: the same split, the chain running the other way where it goes
+    # from fine to coarse.
+    launched.clear()
+    K.pyr_down_levels_backward(pyr[1:], size)
+    assert launched == ["chain"] + ["separable"] * large
+    launched.clear()
+    K.laplacian_pyramid_backward(pyr)
+    assert launched == ["steps"] * (large > 1) + ["chain"] + ["separable"] * large
+    launched.clear()
+    K.laplacian_reconstruct_backward(pyr[0], [p.shape[2] for p in pyr[1:]], [p.shape[3] for p in pyr[1:]])
+    assert launched == ["separable"] * (large - 1) + ["chain"]
+
+
+def test_triton_pyramid_empty_and_non_contiguous():
+    from fastpapers.kernels import pyramid as K
+
+    with K.counting() as log:
+        pyr = K.laplacian_pyramid(torch.rand(0, 3, 8, 5), 3)
+        assert [tuple(p.shape) for p in pyr] == [(0, 3, 8, 5), (0, 3, 4, 3), (0, 3, 2, 2)]
+        assert K.laplacian_reconstruct(pyr).shape == (0, 3, 8, 5)
+    assert log == []
+    x = torch.rand(1, 5, 3, 2, dtype=torch.float64).permute(0, 3, 1, 2)
+    for got, want in zip(K.laplacian_pyramid(x, 3), ops.laplacian_pyramid(x, 3)):
+        assert_close(got, want)
+
+
+def test_triton_reconstruct_any_up_sizes(monkeypatch):
+    # A user pyramid need not halve: 9 = 2*4 + 1 (OpenCV's repeated row), 7 = 2*4 - 1.
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 16)
+    pyr = [torch.rand(1, 2, h, w, dtype=torch.float64) for h, w in [(9, 7), (4, 4), (2, 2), (1, 1)]]
+    with K.counting() as log:
+        assert_close(K.laplacian_reconstruct(pyr), ops.laplacian_reconstruct(pyr))
+        got = K.laplacian_reconstruct_backward(pyr[0], [4, 2, 1], [4, 2, 1])
+    assert log == ["chain", "separable", "chain"]
+    for g, w in zip(got, torch.ops.fastpapers.laplacian_reconstruct_backward(pyr[0], [4, 2, 1], [4, 2, 1])):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("size", [(1, 3), (5, 2), (6, 7)])
+def test_triton_adjoint_launchers(size):
+    # The CUDA backward ops are these launchers.
+    from fastpapers.kernels import pyramid as K
+
+    h, w = size
+    g = torch.rand(1, 2, (h + 1) // 2, (w + 1) // 2, dtype=torch.float64)
+    assert_close(K.pyr_down_backward(g, [h, w]), torch.ops.fastpapers.pyr_down_backward(g, [h, w]))
+    g = torch.rand(1, 2, 2 * h + 1, 2 * w - 1, dtype=torch.float64)
+    assert_close(K.pyr_up_backward(g, [h, w]), torch.ops.fastpapers.pyr_up_backward(g, [h, w]))
+
+
+_COMPILE_FOR_SM90 = r"""
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fastpapers.kernels import pyramid as K
+
+desc = {"desc_ptr": "*i64", "n_steps": "i32", "idx_ptr": "*i32", "wt_ptr": "*fp32"}
+sep = {"x_ptr": "*fp32", "out_ptr": "*fp32", "other_ptr": "*fp32", "ri_ptr": "*i32", "rw_ptr": "*fp32", "ci_ptr": "*i32",
+       "cw_ptr": "*fp32", "h_in": "i32", "w_in": "i32", "h_out": "i32", "w_out": "i32", "tiles_w": "i32",
+       "tiles_per_plane": "i32", "alpha": "fp32"}
+cases = [(K._chain_kernel, desc, dict(KH=5, KW=5, ACC=tl.float32, DT=tl.float16, BLOCK_H=32, BLOCK_W=32)),
+         (K._steps_kernel, desc, dict(KH=3, KW=3, ACC=tl.float64, DT=tl.float64, BLOCK_H=16, BLOCK_W=64)),
+         (K._separable_kernel, sep, dict(KH=5, KW=5, HAS_OTHER=True, ACC=tl.float32, BLOCK_H=16, BLOCK_W=64))]
+for fn, sig, consts in cases:
+    sig = dict(sig, **{name: "constexpr" for name in consts})
+    kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                            options={"num_warps": K._warps(consts["KH"], consts["KW"])})
+    assert kernel.asm["cubin"], fn
+    if fn is K._chain_kernel:
+        assert "bar.sync" in kernel.asm["ptx"] and "ld.global.cg" in kernel.asm["ptx"]
+print("compiled")
+"""
+
+
+def test_triton_kernels_compile_for_sm90():
+    # The interpreter checks what the kernels compute, not that they compile: build the three
+    # kernels for an H100 (sm_90) with Triton's own ptxas, no GPU needed. The chain kernel must
+    # keep its block barrier and L1-bypassing loads between steps.
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    if not os.path.exists(ptxas):
+        pytest.skip("Triton's NVIDIA backend (ptxas) is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
+
+
 @needs_cuda
-def test_cuda_matches_cpu_large():
-    x = torch.rand(4, 3, 257, 190)
-    want = ops.laplacian_pyramid(x, 6)
-    got = ops.laplacian_pyramid(x.cuda(), 6)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_matches_cpu_large(dtype):
+    # Levels 257x190 and 129x95 are large (one launch each), 65x48 and below small: every
+    # kernel (separable, steps, chain) runs, forward and backward.
+    from fastpapers.kernels import pyramid as K
+
+    x = torch.rand(4, 3, 257, 190, dtype=dtype)
+    xc = x.cuda().requires_grad_()
+    with K.counting() as log:
+        got = ops.laplacian_pyramid(xc, 6)
+    assert log == ["separable", "separable", "steps", "chain"]
+    want = ops.laplacian_pyramid(x.requires_grad_(), 6)
     for g, w in zip(got, want):
-        assert_close(g.cpu(), w)
-    assert_close(ops.laplacian_reconstruct(got).cpu(), x)
+        assert_close(g.detach().cpu(), w.detach())
+    assert_close(ops.laplacian_reconstruct(got).detach().cpu(), x.detach())
+    for g, w in zip(ops.gaussian_pyramid(xc, 6), ops.gaussian_pyramid(x, 6)):
+        assert_close(g.detach().cpu(), w.detach())
+    # Gradients through every whole-pyramid op (the fused backward ops).
+    grads = [torch.rand_like(w) for w in want]
+
+    def grad_of(inp, grads):
+        lap = ops.laplacian_pyramid(inp, 6)
+        gauss = ops.gaussian_pyramid(inp, 6)
+        out = ops.laplacian_reconstruct(lap)
+        return torch.autograd.grad(lap + gauss[1:] + [out], inp, grads + grads[1:] + [grads[0]])[0]
+
+    assert_close(grad_of(xc, [g.cuda() for g in grads]).cpu(), grad_of(x, grads))

@@ -25,3 +25,21 @@ timeout 300 $PY -m pytest benchmarks -q -p no:cacheprovider --benchmark-json="$O
   --benchmark-columns=min,median,max,rounds 2>&1 | tail -5
 cp benchmarks/table.md "$OUT_DIR/table.md" 2>/dev/null
 cat "$OUT_DIR/table.md"
+
+# DRAM bandwidth of the benchmarks that record the bytes they move (the pyramid round trip):
+# GB/s and fraction of the card's peak (from torch.cuda.get_device_name), two byte counts:
+# "passes" = every kernel pass reads its inputs once and writes its output once; "compulsory" =
+# the least any implementation must move.
+$PY - "$OUT_DIR/bench.json" <<'PYEOF' | tee "$OUT_DIR/bandwidth.md"
+import json, sys
+
+rows = ["| case | median (ms) | GB/s (passes) | of peak | GB/s (compulsory) | of peak |", "|---|---|---|---|---|---|"]
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    info = b.get("extra_info", {})
+    if "gbps_passes" not in info:
+        continue
+    frac = lambda k: f"{info[k]:.0%}" if k in info else "peak unknown"
+    rows.append(f"| {info.get('case', b['name'])} | {b['stats']['median'] * 1e3:.3f} | {info['gbps_passes']:.0f} | "
+                f"{frac('dram_fraction_passes')} | {info['gbps_compulsory']:.0f} | {frac('dram_fraction_compulsory')} |")
+print("\n".join(rows))
+PYEOF

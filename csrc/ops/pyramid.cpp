@@ -11,6 +11,13 @@
 //   pyr_down_levels(x, count)          [pyr_down(x), pyr_down(pyr_down(x)), ...] (count tensors)
 //   laplacian_pyramid(x, levels)       [L_0, ..., L_{levels-2}, G_{levels-1}]
 //   laplacian_reconstruct(pyramid)     the inverse of laplacian_pyramid
+// The adjoints of the three whole-pyramid ops (their backward; the adjoint of each adjoint is
+// the op itself, which gives double backward):
+//   pyr_down_levels_backward(grads, input_size)   grads of pyr_down_levels' outputs -> grad of x
+//   laplacian_pyramid_backward(grads)             grads of laplacian_pyramid's levels -> grad of x
+//   laplacian_reconstruct_backward(grad, heights, widths)
+//                                                 grad of the output -> grads of levels 1, 2, ...
+//                                                 (sizes heights[i] x widths[i]); level 0's is grad
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(fastpapers, m) {
@@ -23,4 +30,7 @@ TORCH_LIBRARY_FRAGMENT(fastpapers, m) {
   m.def("pyr_down_levels(Tensor x, int count) -> Tensor[]");
   m.def("laplacian_pyramid(Tensor x, int levels) -> Tensor[]");
   m.def("laplacian_reconstruct(Tensor[] pyramid) -> Tensor");
+  m.def("pyr_down_levels_backward(Tensor[] grads, SymInt[2] input_size) -> Tensor");
+  m.def("laplacian_pyramid_backward(Tensor[] grads) -> Tensor");
+  m.def("laplacian_reconstruct_backward(Tensor grad, SymInt[] heights, SymInt[] widths) -> Tensor[]");
 }

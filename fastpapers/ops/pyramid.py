@@ -8,10 +8,13 @@ pyramids are built on them: ``gaussian_pyramid`` = [x, down(x), down(down(x)), .
 size of the finer level) and ``laplacian_reconstruct`` inverts it exactly up to rounding.
 
 Every op is differentiable; the backward of each is its exact adjoint, reflected borders
-included, computed by its own kernels (``pyr_down_backward``, ``pyr_up_backward``). On CPU
+included, computed by its own kernels (``pyr_down_backward``, ``pyr_up_backward``, and for the
+whole-pyramid ops ``pyr_down_levels_backward``, ``laplacian_pyramid_backward``,
+``laplacian_reconstruct_backward``, which run a pyramid's levels in as few passes as the forward). On CPU
 tensors the ops run the C++ kernels (the whole pyramid is built or collapsed plane by plane in
-one call); on CUDA tensors, Triton kernels (kernels/pyramid.py), one pass per level with the
-Laplacian subtraction / addition fused into pyr_up.
+one call); on CUDA tensors, Triton kernels (kernels/pyramid.py): one pass per large level with
+the Laplacian subtraction / addition fused into pyr_up, the residuals of all large levels in
+one launch, and every small level (64 x 64 pixels and below) of a pyramid in one launch.
 
 Differences from the peers: kornia's ``pyrdown`` blurs then bilinearly resizes (a 2x2 average
 of the blurred image, floor sizes) and its ``pyrup`` resizes bilinearly then blurs, so its
@@ -19,13 +22,11 @@ pyramids differ numerically from OpenCV's and from these. One deliberate differe
 OpenCV: ``pyr_up`` of a 1-pixel-wide image to width 3 copies column 1 into column 2 (the rule
 OpenCV applies at every other width), where cv2.pyrUp leaves that column uninitialised.
 """
-from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from .._ext import require_ext
-from ..reference import pyramid as _ref
 from ._validate import check_float, check_same_device, check_same_dtype, check_size_pair
 
 __all__ = ["pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid", "laplacian_reconstruct",
@@ -232,6 +233,12 @@ def _register():
         return [empty(x, h, w) for h, w in _halving(x.shape[2], x.shape[3], levels)]
 
     torch.library.register_fake(_NS + "laplacian_reconstruct")(lambda pyramid: torch.empty_like(pyramid[0]))
+    torch.library.register_fake(_NS + "pyr_down_levels_backward")(lambda grads, input_size: empty(grads[0], *input_size))
+    torch.library.register_fake(_NS + "laplacian_pyramid_backward")(lambda grads: grads[0].new_empty(grads[0].shape))
+
+    @torch.library.register_fake(_NS + "laplacian_reconstruct_backward")
+    def _(grad, heights, widths):
+        return [empty(grad, h, w) for h, w in zip(heights, widths)]
 
     # Autograd: every backward is built from the adjoint ops, which are differentiable in turn
     # (the adjoint of an adjoint is the forward op), so double backward works too.
@@ -263,141 +270,80 @@ def _register():
 
     torch.library.register_autograd(_NS + "pyr_up_add", add_backward, setup_context=add_setup)
 
+    # The whole-pyramid ops and their backward ops are adjoint pairs, so each is the other's
+    # backward (their kernels fuse the per-level steps; see kernels/pyramid.py for CUDA).
     def levels_setup(ctx, inputs, output):
-        ctx.sizes = [list(_sizes(inputs[0]))] + [list(_sizes(o)) for o in output]
+        ctx.in_size = list(_sizes(inputs[0]))
 
-    def down_levels_backward(ctx, grads):
-        # G_{i+1} = D(G_i): dG_i = g_i + D^T dG_{i+1}, walking from the coarsest level.
-        acc = grads[-1]
-        for i in range(len(grads) - 1, 0, -1):
-            acc = grads[i - 1] + ops.pyr_down_backward(acc, ctx.sizes[i])
-        return ops.pyr_down_backward(acc, ctx.sizes[0]), None
+    torch.library.register_autograd(
+        _NS + "pyr_down_levels", lambda ctx, grads: (ops.pyr_down_levels_backward(list(grads), ctx.in_size), None),
+        setup_context=levels_setup)
 
-    torch.library.register_autograd(_NS + "pyr_down_levels", down_levels_backward, setup_context=levels_setup)
+    def levels_backward_setup(ctx, inputs, output):
+        ctx.count = len(inputs[0])
 
-    def lap_setup(ctx, inputs, output):
-        ctx.sizes = [list(_sizes(o)) for o in output]
+    torch.library.register_autograd(
+        _NS + "pyr_down_levels_backward", lambda ctx, g: (list(ops.pyr_down_levels(g, ctx.count)), None),
+        setup_context=levels_backward_setup)
 
-    def lap_backward(ctx, grads):
-        # L_i = G_i - U_i G_{i+1} (i < n-1), L_{n-1} = G_{n-1}, G_{i+1} = D_i G_i. From the
-        # coarsest level: dG_i = dL_i - U_{i-1}^T dL_{i-1} + D_i^T dG_{i+1}.
-        n = len(grads)
-        sizes = ctx.sizes
-        acc = None
-        for i in range(n - 1, -1, -1):
-            d = grads[i]
-            if i > 0:
-                d = d - ops.pyr_up_backward(grads[i - 1], sizes[i])
-            if acc is not None:
-                d = d + ops.pyr_down_backward(acc, sizes[i])
-            acc = d
-        return acc, None
-
-    torch.library.register_autograd(_NS + "laplacian_pyramid", lap_backward, setup_context=lap_setup)
+    torch.library.register_autograd(
+        _NS + "laplacian_pyramid", lambda ctx, grads: (ops.laplacian_pyramid_backward(list(grads)), None),
+        setup_context=_no_context)
+    torch.library.register_autograd(
+        _NS + "laplacian_pyramid_backward", lambda ctx, g: (list(ops.laplacian_pyramid(g, ctx.count)),),
+        setup_context=levels_backward_setup)
 
     def rec_setup(ctx, inputs, output):
-        ctx.sizes = [list(_sizes(p)) for p in inputs[0]]
+        ctx.heights = [p.shape[2] for p in inputs[0][1:]]
+        ctx.widths = [p.shape[3] for p in inputs[0][1:]]
 
     def rec_backward(ctx, g):
-        # out = L_0 + U_0 (L_1 + U_1 (...)): dL_0 = g, dL_{i+1} = U_i^T dL_i.
-        grads = [g]
-        for size in ctx.sizes[1:]:
-            grads.append(ops.pyr_up_backward(grads[-1], size))
-        return (grads,)
+        # out = L_0 + U_0 (L_1 + U_1 (...)): dL_0 = g, and the op gives dL_{i+1} = U_i^T dL_i.
+        return ([g] + list(ops.laplacian_reconstruct_backward(g, ctx.heights, ctx.widths)),)
 
     torch.library.register_autograd(_NS + "laplacian_reconstruct", rec_backward, setup_context=rec_setup)
+
+    def rec_backward_setup(ctx, inputs, output):
+        ctx.size = list(_sizes(inputs[0]))
+
+    def rec_double_backward(ctx, grads):
+        # The adjoint of g -> [U_0^T g, U_1^T U_0^T g, ...] is d -> U_0 (d_1 + U_1 (d_2 + ...)).
+        if len(grads) == 0:
+            return None, None, None
+        return ops.pyr_up(ops.laplacian_reconstruct(list(grads)), ctx.size), None, None
+
+    torch.library.register_autograd(_NS + "laplacian_reconstruct_backward", rec_double_backward,
+                                    setup_context=rec_backward_setup)
 
     from .. import kernels
     if kernels.HAS_TRITON:
         _register_cuda()
 
 
-@lru_cache(maxsize=512)
-def _table(kind: str, n: int, m: int, vertical: bool, device: torch.device):
-    """Tap table of one 1-D operator on ``device``, n being the forward op's input length:
-    "down" (n -> ceil(n/2)), "up" (n -> m), and the adjoints "down_t" (ceil(n/2) -> n) and
-    "up_t" (m -> n)."""
-    from ..kernels.pyramid import tap_table
-
-    if kind == "down":
-        rows = _ref.down_taps(n)
-    elif kind == "up":
-        rows = _ref.up_taps(n, m, vertical)
-    elif kind == "down_t":
-        rows = _ref.transpose_taps(_ref.down_taps(n), n)
-    else:
-        rows = _ref.transpose_taps(_ref.up_taps(n, m, vertical), n)
-    return tap_table(rows, device)
-
-
-def _tables(kind, in_hw, out_hw, device):
-    """(rows, cols) tap tables; in_hw / out_hw are the forward op's input / output sizes."""
-    return (_table(kind, in_hw[0], out_hw[0], True, device), _table(kind, in_hw[1], out_hw[1], False, device))
-
-
 def _register_cuda():
+    # Every CUDA implementation is a launcher of kernels/pyramid.py: the same functions the
+    # tests run under the Triton interpreter on CPU tensors.
     from ..kernels import pyramid as K
 
-    def down(x):
-        h, w = _sizes(x)
-        rows, cols = _tables("down", (h, w), ((h + 1) // 2, (w + 1) // 2), x.device)
-        return K.separable(x, rows, cols)
-
-    def up(x, size, other=None, alpha=1.0):
-        rows, cols = _tables("up", _sizes(x), tuple(size), x.device)
-        return K.separable(x, rows, cols, other=other, alpha=alpha)
-
-    @torch.library.impl(_NS + "pyr_down", "CUDA")
-    def _(x):
-        return down(x)
-
-    @torch.library.impl(_NS + "pyr_up", "CUDA")
-    def _(x, size):
-        return up(x, size)
-
-    @torch.library.impl(_NS + "pyr_down_backward", "CUDA")
-    def _(grad, input_size):
-        rows, cols = _tables("down_t", tuple(input_size), _sizes(grad), grad.device)
-        return K.separable(grad, rows, cols)
-
-    @torch.library.impl(_NS + "pyr_up_backward", "CUDA")
-    def _(grad, input_size):
-        rows, cols = _tables("up_t", tuple(input_size), _sizes(grad), grad.device)
-        return K.separable(grad, rows, cols)
+    torch.library.impl(_NS + "pyr_down", "CUDA")(K.pyr_down)
+    torch.library.impl(_NS + "pyr_up", "CUDA")(K.pyr_up)
+    torch.library.impl(_NS + "pyr_down_backward", "CUDA")(K.pyr_down_backward)
+    torch.library.impl(_NS + "pyr_up_backward", "CUDA")(K.pyr_up_backward)
 
     @torch.library.impl(_NS + "laplacian_level", "CUDA")
     def _(fine, coarse):
-        return up(coarse, _sizes(fine), other=fine, alpha=-1.0)
+        return K.pyr_up(coarse, _sizes(fine), other=fine, alpha=-1.0)
 
     @torch.library.impl(_NS + "pyr_up_add", "CUDA")
     def _(coarse, residual):
-        return up(coarse, _sizes(residual), other=residual, alpha=1.0)
+        return K.pyr_up(coarse, _sizes(residual), other=residual, alpha=1.0)
 
-    @torch.library.impl(_NS + "pyr_down_levels", "CUDA")
-    def _(x, count):
-        out = []
-        for _ in range(count):
-            x = down(x)
-            out.append(x)
-        return out
-
-    @torch.library.impl(_NS + "laplacian_pyramid", "CUDA")
-    def _(x, levels):
-        # One pyr_down pass per level, then one fused up-and-subtract pass per level.
-        gauss = [x]
-        for _ in range(levels - 1):
-            gauss.append(down(gauss[-1]))
-        laps = [up(gauss[i + 1], _sizes(gauss[i]), other=gauss[i], alpha=-1.0) for i in range(levels - 1)]
-        return laps + [gauss[-1].clone() if levels == 1 else gauss[-1]]
-
-    @torch.library.impl(_NS + "laplacian_reconstruct", "CUDA")
-    def _(pyramid):
-        g = pyramid[-1]
-        if len(pyramid) == 1:
-            return g.clone()
-        for lap in reversed(pyramid[:-1]):
-            g = up(g, _sizes(lap), other=lap, alpha=1.0)
-        return g
+    torch.library.impl(_NS + "pyr_down_levels", "CUDA")(K.gaussian_levels)
+    torch.library.impl(_NS + "laplacian_pyramid", "CUDA")(K.laplacian_pyramid)
+    torch.library.impl(_NS + "laplacian_reconstruct", "CUDA")(K.laplacian_reconstruct)
+    torch.library.impl(_NS + "pyr_down_levels_backward", "CUDA")(K.pyr_down_levels_backward)
+    torch.library.impl(_NS + "laplacian_pyramid_backward", "CUDA")(K.laplacian_pyramid_backward)
+    torch.library.impl(_NS + "laplacian_reconstruct_backward", "CUDA")(K.laplacian_reconstruct_backward)
 
 
 try:

@@ -687,6 +687,81 @@ at::Tensor laplacian_reconstruct_cpu(at::TensorList pyramid) {
   return out;
 }
 
+// The adjoints of the whole-pyramid ops, level by level (each level parallel over rows).
+// Shapes are checked here; argument names and messages for users come from the Python wrappers.
+void check_grads(at::TensorList grads, const char* what) {
+  TORCH_CHECK(!grads.empty(), what, ": grads must hold at least one tensor");
+  for (const auto& g : grads) {
+    check_image(g, "grads[i]");
+    TORCH_CHECK(g.size(0) == grads[0].size(0) && g.size(1) == grads[0].size(1) &&
+                    g.scalar_type() == grads[0].scalar_type(),
+                what, ": every grad must share B, C and dtype with grads[0]");
+  }
+}
+
+at::Tensor pyr_down_levels_backward_cpu(at::TensorList grads, at::IntArrayRef input_size) {
+  check_grads(grads, "pyr_down_levels_backward");
+  TORCH_CHECK(input_size.size() == 2 && input_size[0] >= 1 && input_size[1] >= 1,
+              "pyr_down_levels_backward: input_size must be two positive ints");
+  std::vector<int64_t> hs{input_size[0]}, ws{input_size[1]};
+  for (const auto& g : grads) {
+    TORCH_CHECK(g.size(2) == (hs.back() + 1) / 2 && g.size(3) == (ws.back() + 1) / 2,
+                "pyr_down_levels_backward: grad ", g.sizes(), " is not the next level of ", hs.back(), "x", ws.back());
+    hs.push_back(g.size(2));
+    ws.push_back(g.size(3));
+  }
+  // G_{i+1} = D_i G_i, so dG_i = g_i + D_i^T dG_{i+1} from the coarsest level, and dx = D_0^T dG_1.
+  at::Tensor acc = grads.back();
+  for (int64_t i = static_cast<int64_t>(grads.size()) - 1; i >= 1; --i) {
+    const at::Tensor other = grads[i - 1].contiguous();
+    acc = separable<1>(acc, transpose(make_down(hs[i])), transpose(make_down(ws[i])), &other);
+  }
+  return separable<0>(acc, transpose(make_down(hs[0])), transpose(make_down(ws[0])), nullptr);
+}
+
+at::Tensor laplacian_pyramid_backward_cpu(at::TensorList grads) {
+  check_grads(grads, "laplacian_pyramid_backward");
+  const int64_t n = static_cast<int64_t>(grads.size());
+  for (int64_t i = 1; i < n; ++i)
+    TORCH_CHECK(grads[i].size(2) == (grads[i - 1].size(2) + 1) / 2 && grads[i].size(3) == (grads[i - 1].size(3) + 1) / 2,
+                "laplacian_pyramid_backward: grads[", i, "] ", grads[i].sizes(), " is not the next level of ",
+                grads[i - 1].sizes());
+  if (n == 1) return grads[0].clone(at::MemoryFormat::Contiguous);
+  // L_i = G_i - U_i G_{i+1} (i < n-1), L_{n-1} = G_{n-1}, G_{i+1} = D_i G_i; from the coarsest
+  // level: dG_i = (dL_i - U_{i-1}^T dL_{i-1}) + D_i^T dG_{i+1}.
+  auto h = [&](int64_t i) { return grads[i].size(2); };
+  auto w = [&](int64_t i) { return grads[i].size(3); };
+  auto residual_t = [&](int64_t i) {  // dL_i - U_{i-1}^T dL_{i-1}
+    const at::Tensor other = grads[i].contiguous();
+    return separable<-1>(grads[i - 1], transpose(make_up(h(i), h(i - 1), true)),
+                         transpose(make_up(w(i), w(i - 1), false)), &other);
+  };
+  at::Tensor acc = residual_t(n - 1);
+  for (int64_t i = n - 2; i >= 0; --i) {
+    const at::Tensor other = i > 0 ? residual_t(i) : grads[0].contiguous();
+    acc = separable<1>(acc, transpose(make_down(h(i))), transpose(make_down(w(i))), &other);
+  }
+  return acc;
+}
+
+std::vector<at::Tensor> laplacian_reconstruct_backward_cpu(const at::Tensor& grad, at::IntArrayRef heights,
+                                                           at::IntArrayRef widths) {
+  check_image(grad, "grad");
+  TORCH_CHECK(heights.size() == widths.size(), "laplacian_reconstruct_backward: heights and widths must have one "
+              "entry per level below level 0, got ", heights.size(), " and ", widths.size());
+  // out = L_0 + U_0 (L_1 + U_1 (...)): dL_0 = grad (the caller's, not returned here, so that
+  // no copy is made), dL_{i+1} = U_i^T dL_i.
+  std::vector<at::Tensor> out;
+  at::Tensor g = grad;
+  for (size_t i = 0; i < heights.size(); ++i) {
+    check_up(heights[i], widths[i], g.size(2), g.size(3), "laplacian_reconstruct_backward");
+    g = separable<0>(g, transpose(make_up(heights[i], g.size(2), true)), transpose(make_up(widths[i], g.size(3), false)),
+                     nullptr);
+    out.push_back(g);
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpapers, CPU, m) {
@@ -699,6 +774,9 @@ TORCH_LIBRARY_IMPL(fastpapers, CPU, m) {
   m.impl("pyr_down_levels", &pyr_down_levels_cpu);
   m.impl("laplacian_pyramid", &laplacian_pyramid_cpu);
   m.impl("laplacian_reconstruct", &laplacian_reconstruct_cpu);
+  m.impl("pyr_down_levels_backward", &pyr_down_levels_backward_cpu);
+  m.impl("laplacian_pyramid_backward", &laplacian_pyramid_backward_cpu);
+  m.impl("laplacian_reconstruct_backward", &laplacian_reconstruct_backward_cpu);
 }
 
 }  // namespace fastpapers
