@@ -14,7 +14,7 @@ where it stopped. ``report`` evaluates every model on the same test canvases: de
 METEOR (Java) and with the token-F1 variant, detection mAP, and caption accuracy.
 
     nice -n 10 python experiments/densecap_exp.py train fcln      # one process per model
-    python experiments/densecap_exp.py report fcln grid image
+    python experiments/densecap_exp.py report fcln grid image --at 450
 """
 import argparse
 import json
@@ -163,8 +163,8 @@ def main():
     p.add_argument("models", nargs="+", choices=sorted(MODES))
     p.add_argument("--root", default="runs/densecap_exp")
     p.add_argument("--img", default="docs/img")
-    p.add_argument("--cpu-budget", type=float, default=600.0, help="CPU seconds of training per model")
-    p.add_argument("--milestones", type=int, nargs="*", default=[150, 300, 450],
+    p.add_argument("--cpu-budget", type=float, default=450.0, help="CPU seconds of training per model")
+    p.add_argument("--milestones", type=int, nargs="*", default=[300, 450],
                    help="CPU seconds at which to keep a copy of the checkpoint")
     p.add_argument("--chunk", type=int, default=50, help="steps between checkpoints")
     p.add_argument("--n-train", type=int, default=4000)
