@@ -27,7 +27,7 @@ import torch
 
 from ..ops.boxes import box_iou
 
-__all__ = ["merge_boxes", "dense_captioning_map", "IOU_THRESHOLDS", "LANGUAGE_THRESHOLDS"]
+__all__ = ["merge_boxes", "dense_captioning_map", "region_caption_accuracy", "IOU_THRESHOLDS", "LANGUAGE_THRESHOLDS"]
 
 IOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 LANGUAGE_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
@@ -146,3 +146,35 @@ def dense_captioning_map(predictions: Sequence[Dict], ground_truth: Sequence[Dic
     return {"map": sum(lang_aps) / len(lang_aps),
             "det_map": sum(ap[(t, -1.0)] for t in IOU_THRESHOLDS) / len(IOU_THRESHOLDS),
             "ap": ap, "language": language}
+
+
+def region_caption_accuracy(predictions: Sequence[Dict], ground_truth: Sequence[Dict], *, iou: float = 0.5
+                            ) -> Dict[str, float]:
+    """A plain-language companion to the mAP, over ground-truth regions (not merged): a region
+    is *found* when some prediction overlaps it at IoU >= ``iou``, and *right* when the
+    highest-scoring such prediction's caption equals one of the region's captions exactly.
+
+    Returns ``{"regions": count, "found": fraction found, "right_given_found": fraction of the
+    found regions that are right}``. Same input formats as :func:`dense_captioning_map`.
+    """
+    if len(predictions) != len(ground_truth):
+        raise ValueError(f"predictions and ground_truth must have one entry per image, got {len(predictions)} "
+                         f"and {len(ground_truth)}")
+    found = right = total = 0
+    for p, g in zip(predictions, ground_truth):
+        gb = torch.as_tensor(g["boxes"], dtype=torch.float64).reshape(-1, 4)
+        total += gb.shape[0]
+        pb = torch.as_tensor(p["boxes"], dtype=torch.float64).reshape(-1, 4)
+        if pb.shape[0] == 0:
+            continue
+        ps = torch.as_tensor(p["scores"], dtype=torch.float64).reshape(-1)
+        ov = box_iou(gb, pb)
+        for j in range(gb.shape[0]):
+            hits = (ov[j] >= iou).nonzero().squeeze(1)
+            if hits.numel():
+                found += 1
+                best = int(hits[ps[hits].argmax()])
+                refs = g["captions"][j]
+                refs = [refs] if isinstance(refs, str) else list(refs)
+                right += p["captions"][best] in refs
+    return {"regions": total, "found": found / max(total, 1), "right_given_found": right / max(found, 1)}

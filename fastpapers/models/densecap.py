@@ -40,8 +40,19 @@ Deviations from the paper (and jcjohnson/densecap):
   large delta cannot overflow.
 - Several images per batch are supported (the reference trains on one); the sampler runs per
   image.
-- Anchor sizes are in pixels and chosen for the input scale (the shapes preset: 12..44 px on
-  96 px canvases; the VGG preset: the reference's 45..724 px).
+- Anchor sizes are in pixels and chosen for the input scale (the shapes preset: 12..32 px on
+  64 px canvases; :func:`visual_genome_model`: the reference's 12 anchors, 64..512 px on a 720 px
+  image, scaled to the input side).
+
+Baselines for the issue's experiment (``proposals``; everything else is shared):
+
+- ``"grid"``: no localisation layer. The proposals are the fixed anchor grid itself (every
+  anchor clipped to the image); training samples them with the same box sampler, and at test
+  time all of them go through the recognition network (final score + final box regression),
+  then the final NMS.
+- ``"image"``: a full-image captioner. One region per image, the whole image; training puts
+  every ground-truth caption of the image on that one region code (caption loss only); at test
+  time one box, the image, with score 1 and its caption.
 """
 import math
 from dataclasses import dataclass
@@ -57,7 +68,9 @@ from ..ops.boxes import (DEFAULT_XFORM_CLIP, apply_box_transform, box_iou, inver
 
 __all__ = ["DenseCap", "ShapesBackbone", "VGG16Backbone", "LocalizationLayer", "LanguageModel", "LossWeights",
            "sample_boxes", "box_iou", "make_anchors", "load_hed_vgg16", "shapes_model", "densecap_step",
-           "make_trainer"]
+           "make_trainer", "visual_genome_model", "PROPOSALS"]
+
+PROPOSALS = ("rpn", "grid", "image")
 
 HED_BGR_MEAN = (104.00699, 116.66877, 122.67892)
 
@@ -295,6 +308,8 @@ class DenseCap(nn.Module):
         roi_size: the X x Y sampling grid. rpn_hidden, fc_dim: widths of the localisation conv
         and the recognition FCs. sampler_batch: B boxes per image in training.
         rpn_nms, rpn_top_n, final_nms, max_detections: test-time settings.
+        proposals: ``"rpn"`` (the paper's localisation layer), ``"grid"`` or ``"image"`` (the
+            experiment's baselines; see the module docstring).
     """
 
     def __init__(self, vocab, *, backbone: str = "shapes", hed_weights: bool = False,
@@ -303,8 +318,11 @@ class DenseCap(nn.Module):
                  embed_dim: int = 128, lstm_hidden: int = 256, sampler_batch: int = 256, pos_iou: float = 0.7,
                  neg_iou: float = 0.3, rpn_nms: float = 0.7, rpn_top_n: int = 1000, final_nms: float = 0.3,
                  max_detections: int = 100, max_caption_length: int = 16, dropout: float = 0.0,
-                 loss_weights: Optional[LossWeights] = None):
+                 loss_weights: Optional[LossWeights] = None, proposals: str = "rpn"):
         super().__init__()
+        if proposals not in PROPOSALS:
+            raise ValueError(f"proposals must be one of {PROPOSALS}, got {proposals!r}")
+        self.proposals = proposals
         if backbone == "shapes":
             self.backbone = ShapesBackbone()
         elif backbone == "vgg16":
@@ -315,7 +333,8 @@ class DenseCap(nn.Module):
         self.anchor_scales, self.anchor_ratios = tuple(anchor_scales), tuple(anchor_ratios)
         self.stride = self.backbone.stride
         c = self.backbone.out_channels
-        self.rpn = LocalizationLayer(c, rpn_hidden, len(self.anchor_scales) * len(self.anchor_ratios))
+        k = len(self.anchor_scales) * len(self.anchor_ratios)
+        self.rpn = LocalizationLayer(c, rpn_hidden, k) if proposals == "rpn" else None
         self.roi_size = tuple(roi_size)
         self.recog = nn.Sequential(nn.Flatten(), nn.Linear(c * roi_size[0] * roi_size[1], fc_dim),
                                    nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(fc_dim, fc_dim),
@@ -346,28 +365,42 @@ class DenseCap(nn.Module):
     def forward(self, images: torch.Tensor, gt_boxes: List[torch.Tensor], gt_captions: List[torch.Tensor]
                 ) -> Dict[str, torch.Tensor]:
         """Training losses. images (N, 3, H, W); gt_boxes[i] (G_i, 4) xyxy pixels;
-        gt_captions[i] (G_i, L) token ids. Returns the five weighted terms and ``loss``."""
+        gt_captions[i] (G_i, L) token ids. Returns the five weighted terms and ``loss`` (terms a
+        ``proposals`` mode does not have are 0)."""
         n, _, H, W = images.shape
         feats = self.backbone(images)
-        deltas, scores = self.rpn(feats)
+        zero = feats.new_zeros(())
+        if self.proposals == "image":
+            return self._image_forward(feats, H, W, gt_captions, zero)
         anchors = self.anchors(feats)
         anchors_xyxy = xcycwh_to_xyxy(anchors)
-        inside = ((anchors_xyxy[:, 0] >= 0) & (anchors_xyxy[:, 1] >= 0) & (anchors_xyxy[:, 2] <= W)
-                  & (anchors_xyxy[:, 3] <= H))
-        proposals = apply_box_transform(anchors.expand(n, -1, -1), deltas, clamp=DEFAULT_XFORM_CLIP)
+        if self.proposals == "rpn":
+            deltas, scores = self.rpn(feats)
+            valid = ((anchors_xyxy[:, 0] >= 0) & (anchors_xyxy[:, 1] >= 0) & (anchors_xyxy[:, 2] <= W)
+                     & (anchors_xyxy[:, 3] <= H))
+            sample_from = anchors_xyxy
+            proposals = apply_box_transform(anchors.expand(n, -1, -1), deltas, clamp=DEFAULT_XFORM_CLIP)
+        else:
+            # The grid is the proposal set: sample its clipped boxes directly, all of them valid.
+            sample_from = _clip(anchors_xyxy, H, W)
+            valid = None
 
         rpn_box, rpn_score, rois, labels, pos_rows, pos_gt_boxes, caps = [], [], [], [], [], [], []
         offset = 0
         for i in range(n):
             gt = gt_boxes[i].to(anchors.dtype)
-            pos, pos_gt, neg = sample_boxes(anchors_xyxy, gt, batch_size=self.sampler_batch, pos_iou=self.pos_iou,
-                                            neg_iou=self.neg_iou, valid=inside)
+            pos, pos_gt, neg = sample_boxes(sample_from, gt, batch_size=self.sampler_batch, pos_iou=self.pos_iou,
+                                            neg_iou=self.neg_iou, valid=valid)
             gt_c = xyxy_to_xcycwh(gt[pos_gt])
-            rpn_box.append(F.smooth_l1_loss(deltas[i, pos], invert_box_transform(anchors[pos], gt_c), reduction="sum"))
             both = torch.cat([pos, neg])
-            lab = torch.cat([torch.ones_like(pos, dtype=scores.dtype), torch.zeros_like(neg, dtype=scores.dtype)])
-            rpn_score.append(F.binary_cross_entropy_with_logits(scores[i, both], lab, reduction="sum"))
-            boxes = xcycwh_to_xyxy(proposals[i, both])
+            lab = torch.cat([torch.ones_like(pos, dtype=feats.dtype), torch.zeros_like(neg, dtype=feats.dtype)])
+            if self.proposals == "rpn":
+                rpn_box.append(F.smooth_l1_loss(deltas[i, pos], invert_box_transform(anchors[pos], gt_c),
+                                                reduction="sum"))
+                rpn_score.append(F.binary_cross_entropy_with_logits(scores[i, both], lab, reduction="sum"))
+                boxes = xcycwh_to_xyxy(proposals[i, both])
+            else:
+                boxes = sample_from[both]
             rois.append(torch.cat([torch.full_like(boxes[:, :1], i), boxes], 1))
             labels.append(lab)
             pos_rows.append(torch.arange(offset, offset + pos.numel(), device=images.device))
@@ -391,13 +424,30 @@ class DenseCap(nn.Module):
         caption = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), cap_tokens[:, 1:].reshape(-1),
                                   ignore_index=self.vocab.pad_id)
         w = self.weights
-        out = {"rpn_box": w.rpn_box * torch.stack(rpn_box).sum() / n_pos,
-               "rpn_score": w.rpn_score * torch.stack(rpn_score).sum() / n_all,
+        out = {"rpn_box": w.rpn_box * torch.stack(rpn_box).sum() / n_pos if rpn_box else zero,
+               "rpn_score": w.rpn_score * torch.stack(rpn_score).sum() / n_all if rpn_score else zero,
                "final_box": w.final_box * final_box / n_pos,
                "final_score": w.final_score * F.binary_cross_entropy_with_logits(final_scores, labels),
                "caption": w.caption * caption}
         out["loss"] = sum(out.values())
         return out
+
+    def _image_rois(self, n, H, W, like):
+        rois = like.new_tensor([[0.0, 0.0, 0.0, float(W), float(H)]]).repeat(n, 1)
+        rois[:, 0] = torch.arange(n, dtype=like.dtype, device=like.device)
+        return rois
+
+    def _image_forward(self, feats, H, W, gt_captions, zero):
+        # Full-image captioner: one code per image, trained on every caption of the image.
+        codes = self.region_codes(feats, self._image_rois(feats.shape[0], H, W, feats))
+        rows = torch.cat([torch.full((c.shape[0],), i, dtype=torch.long, device=feats.device)
+                          for i, c in enumerate(gt_captions)])
+        cap_tokens = _pad_cat([c.to(feats.device) for c in gt_captions], self.vocab.pad_id)
+        logits = self.lm(codes[rows], cap_tokens)
+        caption = self.weights.caption * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                         cap_tokens[:, 1:].reshape(-1), ignore_index=self.vocab.pad_id)
+        return {"rpn_box": zero, "rpn_score": zero, "final_box": zero, "final_score": zero, "caption": caption,
+                "loss": caption}
 
     # -- test time ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -408,14 +458,24 @@ class DenseCap(nn.Module):
         n, _, H, W = images.shape
         max_det = self.max_detections if max_detections is None else max_detections
         feats = self.backbone(images)
-        deltas, scores = self.rpn(feats)
+        if self.proposals == "image":
+            rois = self._image_rois(n, H, W, feats)
+            results = [{"boxes": rois[i:i + 1, 1:], "scores": feats.new_ones(1)} for i in range(n)]
+            return self._caption(results, self.region_codes(feats, rois), beam_size, images.device)
         anchors = self.anchors(feats)
-        proposals = xcycwh_to_xyxy(apply_box_transform(anchors.expand(n, -1, -1), deltas, clamp=DEFAULT_XFORM_CLIP))
-        proposals = _clip(proposals, H, W)
+        if self.proposals == "rpn":
+            deltas, scores = self.rpn(feats)
+            proposals = xcycwh_to_xyxy(apply_box_transform(anchors.expand(n, -1, -1), deltas,
+                                                           clamp=DEFAULT_XFORM_CLIP))
+            proposals = _clip(proposals, H, W)
         rois = []
         for i in range(n):
-            keep = self.nms_fn(proposals[i], scores[i], self.rpn_nms)[: self.rpn_top_n]
-            rois.append(torch.cat([torch.full_like(proposals[i, keep, :1], i), proposals[i, keep]], 1))
+            if self.proposals == "rpn":
+                keep = self.nms_fn(proposals[i], scores[i], self.rpn_nms)[: self.rpn_top_n]
+                boxes = proposals[i, keep]
+            else:
+                boxes = _clip(xcycwh_to_xyxy(anchors), H, W)
+            rois.append(torch.cat([torch.full_like(boxes[:, :1], i), boxes], 1))
         counts = [r.shape[0] for r in rois]
         rois = torch.cat(rois)
         codes = self.region_codes(feats, rois)
@@ -427,13 +487,15 @@ class DenseCap(nn.Module):
             keep = self.nms_fn(b, s, self.final_nms)[:max_det]
             results.append({"boxes": b[keep], "scores": s[keep]})
             sel_codes.append(c[keep])
-        codes = torch.cat(sel_codes)
+        return self._caption(results, torch.cat(sel_codes), beam_size, images.device)
+
+    def _caption(self, results, codes, beam_size, device):
         if codes.shape[0]:
             tokens = self.lm.decode(codes, bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id,
                                     pad_id=self.vocab.pad_id, max_length=self.max_caption_length,
                                     beam_size=beam_size)
         else:
-            tokens = torch.zeros(0, 1, dtype=torch.long, device=images.device)
+            tokens = torch.zeros(0, 1, dtype=torch.long, device=device)
         for r, t in zip(results, tokens.split([len(r["scores"]) for r in results])):
             r["tokens"] = t
             r["captions"] = [self.caption_text(row) for row in t.tolist()]
@@ -467,6 +529,23 @@ def shapes_model(vocab, **kwargs) -> DenseCap:
     """The shapes-world preset: small CNN, anchors sized for 48..96 px canvases, B = 64."""
     opts = dict(backbone="shapes", anchor_scales=(12.0, 20.0, 32.0), anchor_ratios=(0.5, 1.0, 2.0),
                 sampler_batch=64, rpn_top_n=300, max_detections=10)
+    opts.update(kwargs)
+    return DenseCap(vocab, **opts)
+
+
+# The reference's 12 anchors (jcjohnson/densecap LocalizationLayer.lua): areas of about 64^2,
+# 128^2, 256^2 and 512^2 px at height/width 1/2, 1 and 2, for images whose longest side is 720.
+_VG_ANCHOR_FRACTIONS = (64 / 720, 128 / 720, 256 / 720, 512 / 720)
+
+
+def visual_genome_model(vocab, size: int, *, backbone: str = "vgg16", **kwargs) -> DenseCap:
+    """The Visual Genome preset for ``size`` x ``size`` inputs: the reference's anchors scaled
+    from its 720 px images to ``size``; VGG-16 (``hed_weights=True`` for HED's weights) or the
+    small CNN; the reference's sampler and test-time settings (B = 256, 1000 proposals)."""
+    if not isinstance(size, int) or size < 16:
+        raise ValueError(f"size must be an int >= 16, got {size!r}")
+    opts = dict(backbone=backbone, anchor_scales=tuple(f * size for f in _VG_ANCHOR_FRACTIONS),
+                anchor_ratios=(0.5, 1.0, 2.0), sampler_batch=256, rpn_top_n=1000, max_detections=100)
     opts.update(kwargs)
     return DenseCap(vocab, **opts)
 
