@@ -256,12 +256,10 @@ def _register():
                                                             [1.0] * n)
         else:
             dfeat = torch.ops.fastpapers.style_loss_backward(grad, list(features), list(diffs), coefs)
-        # The gradient structure must mirror the inputs (a list of tensors), so targets that
-        # need no gradient get a (discarded) zero C x C matrix rather than None.
         dtarget = []
         for i in range(n):
             if not ctx.target_needs[i]:
-                dtarget.append(torch.zeros_like(targets[i]))
+                dtarget.append(None)
                 continue
             a, d, w = targets[i], diffs[i], ctx.weights[i]
             # G - A = D + (A^T - A)/2 for the symmetrised D.
@@ -320,21 +318,20 @@ def _register_cuda():
 
     @torch.library.impl("fastpapers::style_loss", "CUDA")
     def _(features, targets, scales, weights):
-        loss = None
-        diffs = []
-        for f, a, s, w in zip(features, targets, scales, weights):
-            part, d = K.gram_loss(f, s, a)
-            loss = part * w if loss is None else loss + part * w
-            diffs.append(d)
-        return loss, diffs
+        # Every layer's tiles in one launch.
+        return K.gram_loss_grouped(list(features), list(scales), list(targets), list(weights))
 
     @torch.library.impl("fastpapers::style_loss_backward", "CUDA")
     def _(grad, features, diffs, coefs):
         out = []
         for f, d, c in zip(features, diffs, coefs):
+            if f.dtype in K.HALF_DTYPES:
+                # D stays float32 (rescaled per matrix inside the kernel): in half precision
+                # a large D would overflow and grad * c * D underflow.
+                out.append(K.dgrad_half(grad, f, d, c))
+                continue
             b, ch = f.shape[:2]
-            # The single product runs in the features' dtype (tensor cores for half).
-            e = (d * (grad * c)).to(f.dtype)
+            e = d * (grad * c)
             out.append(torch.bmm(e, f.reshape(b, ch, math.prod(f.shape[2:]))).view(f.shape))
         return out
 
