@@ -106,17 +106,23 @@ def test_style_loss_many_tiles(device, c):
 
 
 def test_cpu_loss_does_not_depend_on_thread_count():
-    x = torch.rand(3, 200, 6, 6)
-    a = torch.rand(200, 200)
+    # Two threads take the path where each thread runs its own row-block products (B*2 block
+    # pairs >= 2 threads), on features that require grad as in training.
+    x = torch.rand(3, 300, 6, 6, requires_grad=True)
+    a = torch.rand(300, 300)
     n = torch.get_num_threads()
+    runs = []
     try:
-        torch.set_num_threads(1)
-        one = torch.ops.fastpapers.style_loss([x], [a], [1e-3], [1.0])
-        torch.set_num_threads(2)
-        two = torch.ops.fastpapers.style_loss([x], [a], [1e-3], [1.0])
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            loss = ops.style_loss([x], [a])
+            (grad,) = torch.autograd.grad(loss, x)
+            runs.append((loss, grad, torch.ops.fastpapers.gram_matrix(x.detach(), 0.5)))
     finally:
         torch.set_num_threads(n)
-    assert torch.equal(one[0], two[0]) and torch.equal(one[1][0], two[1][0])
+    for one, two in zip(*runs):
+        assert torch.equal(one, two)
+    assert_close(runs[0][0], ref.style_loss([x], [a]))
 
 
 @pytest.mark.parametrize("device", DEVICES)

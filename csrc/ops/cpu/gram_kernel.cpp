@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -168,7 +169,11 @@ double gram_epilogue(const at::Tensor& x, at::Tensor& g, const T* a, int64_t a_s
   };
   const int64_t pairs = (nb + 1) / 2;
   if (b * pairs >= at::get_num_threads()) {
+    // The products are ATen calls made from the worker threads: they need the caller's
+    // dispatch state (below autograd), which OpenMP workers do not inherit.
+    const at::ThreadLocalState state;
     at::parallel_for(0, b * pairs, 1, [&](int64_t p0, int64_t p1) {
+      at::ThreadLocalStateGuard guard(state);
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t i = p / pairs, k = p % pairs;
         block(i, k);
