@@ -125,6 +125,30 @@ def test_cpu_loss_does_not_depend_on_thread_count():
     assert_close(runs[0][0], ref.style_loss([x], [a]))
 
 
+@pytest.mark.parametrize("b,c", [(3, 300), (1, 97), (1, 40)])
+def test_cpu_two_thread_paths(b, c):
+    # (3, 300): a thread per (matrix, block pair); (1, 97) and (1, 40): too few blocks for
+    # two threads, so the BLAS threads each product and the epilogue runs over tile rows.
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(b, c, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    a = torch.randn(c, c, dtype=torch.float64, generator=g)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = ops.style_loss([x], [a], reduction="sum")
+        (got_g,) = torch.autograd.grad(got, x)
+        _, (d,) = torch.ops.fastpapers.style_loss([x.detach()], [a], [1.0], [1.0])
+        gm = ops.gram_matrix(x.detach(), "none")
+    finally:
+        torch.set_num_threads(n)
+    want = ref.style_loss([x], [a], reduction="sum")
+    (want_g,) = torch.autograd.grad(want, x)
+    assert_close(got, want, torch.float64)
+    assert_close(got_g, want_g, torch.float64)
+    assert_close(gm, ref.gram_matrix(x.detach(), "none"), torch.float64)
+    assert torch.equal(d, d.transpose(1, 2)) and torch.equal(gm, gm.transpose(1, 2))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_non_contiguous_and_channels_last(device):
     x = torch.randn(2, 6, 9, 5, device=device).transpose(2, 3)

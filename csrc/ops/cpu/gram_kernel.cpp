@@ -122,12 +122,28 @@ double tile_row(T* g, const T* a, int64_t c, T scale, int64_t row) {
   return acc;
 }
 
-// Row blocks of the upper-triangle product for C channels: their count by channel count,
-// their height a multiple of kTile so that epilogue tile rows never straddle two blocks.
-int64_t block_rows(int64_t c) {
-  const int64_t nb = c >= 256 ? 4 : (c >= 96 ? 2 : 1);
-  const int64_t bs = ((c + nb - 1) / nb + kTile - 1) / kTile * kTile;
-  return std::max<int64_t>(1, std::min(c, bs));
+// Row blocks of the upper-triangle product of B matrices with C channels: their height, a
+// multiple of kTile so that epilogue tile rows never straddle two blocks, and whether each
+// thread gets (matrix, block pair) tasks of its own. The block count goes by C; with few
+// matrices it is doubled (down to kTile-row blocks) until every thread has a task. Single-
+// threaded products, one per task, scale better than the BLAS threading each small product.
+struct Blocks {
+  int64_t rows;
+  bool per_thread;
+};
+
+Blocks plan_blocks(int64_t b, int64_t c) {
+  auto height = [c](int64_t nb) {
+    const int64_t bs = ((c + nb - 1) / nb + kTile - 1) / kTile * kTile;
+    return std::max<int64_t>(1, std::min(c, bs));
+  };
+  auto tasks = [b, c](int64_t bs) { return b * (((c + bs - 1) / bs + 1) / 2); };
+  const int64_t base = c >= 256 ? 4 : (c >= 96 ? 2 : 1);
+  const int64_t threads = at::get_num_threads();
+  for (int64_t nb = base;; nb *= 2) {
+    if (tasks(height(nb)) >= threads) return {height(nb), true};
+    if (c < 2 * nb * kTile) return {height(base), false};
+  }
 }
 
 // Tile rows [r0, r1) of g[i] (upper triangle holding X X^T): the epilogue, each tile row's sum
@@ -144,7 +160,8 @@ template <typename T, bool kTarget>
 double gram_epilogue(const at::Tensor& x, at::Tensor& g, const T* a, int64_t a_stride, T scale) {
   const int64_t b = x.size(0), c = x.size(1), n = x.size(2);
   if (b == 0 || c == 0) return 0.0;
-  const int64_t bs = block_rows(c);
+  const Blocks plan = plan_blocks(b, c);
+  const int64_t bs = plan.rows;
   const int64_t nb = (c + bs - 1) / bs;
   const int64_t nt = (c + kTile - 1) / kTile;
   const int64_t tiles_per_block = bs / kTile + (bs % kTile != 0);
@@ -168,7 +185,7 @@ double gram_epilogue(const at::Tensor& x, at::Tensor& g, const T* a, int64_t a_s
                               std::min(nt, t0 + tiles_per_block), part.data() + i * nt);
   };
   const int64_t pairs = (nb + 1) / 2;
-  if (b * pairs >= at::get_num_threads()) {
+  if (plan.per_thread) {
     // The products are ATen calls made from the worker threads: they need the caller's
     // dispatch state (below autograd), which OpenMP workers do not inherit.
     const at::ThreadLocalState state;
