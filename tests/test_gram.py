@@ -83,6 +83,73 @@ def test_gram_matrix_matches_bmm(device, normalize, shape):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", [31, 64, 97, 300])
+def test_style_loss_many_tiles(device, c):
+    # C past one 32-wide tile: off-diagonal tiles, their mirrors, an odd and an even count of
+    # tile rows (the epilogue pairs rows I and nt-1-I) and the row-blocked product (C >= 96).
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(2, c, 5, 3, dtype=torch.float64, generator=g)
+    shared = torch.randn(c, c, dtype=torch.float64, generator=g)  # not symmetric
+    batched = torch.randn(2, c, c, dtype=torch.float64, generator=g)
+    for a in (shared, batched):
+        x64 = x.clone().to(device).requires_grad_()
+        want = ref.style_loss([x64], [a.to(device)], [0.5], "sum", normalize="hw")
+        (want_g,) = torch.autograd.grad(want, x64)
+        got = ops.style_loss([x64], [a.to(device)], [0.5], "sum", normalize="hw")
+        (got_g,) = torch.autograd.grad(got, x64)
+        assert_close(got, want, torch.float64)
+        assert_close(got_g, want_g, torch.float64)
+        _, (d,) = torch.ops.fastpapers.style_loss([x.to(device)], [a.to(device)], [1.0 / 15], [1.0])
+        sym = ref.gram_matrix(x, "hw") - 0.5 * (a + a.transpose(-1, -2))
+        assert_close(d.cpu(), sym.expand(2, c, c), torch.float64)
+        assert torch.equal(d, d.transpose(1, 2))
+
+
+def test_cpu_loss_does_not_depend_on_thread_count():
+    # Two threads take the path where each thread runs its own row-block products (B*2 block
+    # pairs >= 2 threads), on features that require grad as in training.
+    x = torch.rand(3, 300, 6, 6, requires_grad=True)
+    a = torch.rand(300, 300)
+    n = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            loss = ops.style_loss([x], [a])
+            (grad,) = torch.autograd.grad(loss, x)
+            runs.append((loss, grad, torch.ops.fastpapers.gram_matrix(x.detach(), 0.5)))
+    finally:
+        torch.set_num_threads(n)
+    for one, two in zip(*runs):
+        assert torch.equal(one, two)
+    assert_close(runs[0][0], ref.style_loss([x], [a]))
+
+
+@pytest.mark.parametrize("b,c", [(3, 300), (1, 97), (1, 40)])
+def test_cpu_two_thread_paths(b, c):
+    # (3, 300): a thread per (matrix, block pair); (1, 97) and (1, 40): too few blocks for
+    # two threads, so the BLAS threads each product and the epilogue runs over tile rows.
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(b, c, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    a = torch.randn(c, c, dtype=torch.float64, generator=g)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = ops.style_loss([x], [a], reduction="sum")
+        (got_g,) = torch.autograd.grad(got, x)
+        _, (d,) = torch.ops.fastpapers.style_loss([x.detach()], [a], [1.0], [1.0])
+        gm = ops.gram_matrix(x.detach(), "none")
+    finally:
+        torch.set_num_threads(n)
+    want = ref.style_loss([x], [a], reduction="sum")
+    (want_g,) = torch.autograd.grad(want, x)
+    assert_close(got, want, torch.float64)
+    assert_close(got_g, want_g, torch.float64)
+    assert_close(gm, ref.gram_matrix(x.detach(), "none"), torch.float64)
+    assert torch.equal(d, d.transpose(1, 2)) and torch.equal(gm, gm.transpose(1, 2))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_non_contiguous_and_channels_last(device):
     x = torch.randn(2, 6, 9, 5, device=device).transpose(2, 3)
     y = torch.randn(2, 8, 7, 7, device=device).to(memory_format=torch.channels_last)
@@ -243,6 +310,74 @@ def test_triton_gram_loss_launcher(batched):
         assert_close(total, ((g - a) ** 2).sum().to(dtype), dtype)
         sym = g - 0.5 * (a + a.transpose(-1, -2))
         assert_close(d, sym.to(dtype).expand(b, c, c), dtype)
+
+
+def _grouped_case(dtype, gen):
+    """Layers with different C and H*W, odd sizes, shared and per-sample targets, one layer
+    with no position (D = -sym(A)) and one with no channel."""
+    b = 2
+    shapes = [(b, 37, 5, 7), (b, 5, 3, 3), (b, 20, 33), (b, 9, 0, 4), (b, 0, 3, 3)]
+    xs, targets = [], []
+    for i, s in enumerate(shapes):
+        c = s[1]
+        xs.append(torch.randn(s, dtype=torch.float64, generator=gen).to(dtype))
+        shape = (b, c, c) if i % 2 else (c, c)
+        targets.append(torch.randn(shape, dtype=torch.float64, generator=gen).to(dtype))
+    scales = [1.0 / max(1, math.prod(x.shape[1:])) for x in xs]
+    weights = [0.5, 2.0, 1.5, 0.25, 3.0]
+    return xs, targets, scales, weights
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_grouped_loss_launcher(dtype):
+    g = torch.Generator().manual_seed(5)
+    xs, targets, scales, weights = _grouped_case(dtype, g)
+    total, diffs = K.gram_loss_grouped(xs, scales, targets, weights, block_c=16, block_k=16)
+    assert total.dtype == dtype
+    want = 0.0
+    for x, a, s, w, d in zip(xs, targets, scales, weights, diffs):
+        b, c = x.shape[:2]
+        gm = ref.gram_matrix(x.double(), "none") * s
+        want = want + w * ((gm - a.double()) ** 2).sum()
+        assert d.dtype == dtype and d.shape == (b, c, c)
+        sym = gm - 0.5 * (a.double() + a.double().transpose(-1, -2))
+        assert_close(d.double(), sym.expand(b, c, c), dtype)
+        # The per-layer launcher gives the same D (the same tiles, launched alone).
+        if b * c:
+            _, d1 = K.gram_loss(x, s, a, block_c=16, block_k=16)
+            assert torch.equal(d, d1)
+    assert_close(total.double(), want, dtype)
+    # mse's mean over a layer without entries is NaN, as in the peer.
+    nan_total, _ = K.gram_loss_grouped(xs, scales, targets, weights[:4] + [math.nan], block_c=16, block_k=16)
+    assert math.isnan(nan_total.item())
+
+
+@pytest.mark.parametrize("case", ["overflow", "underflow"])
+def test_triton_dgrad_half_keeps_d_in_float32(case):
+    g = torch.Generator().manual_seed(3)
+    b, c, n = 2, 64, 16
+    if case == "overflow":
+        # Dark features against a bright style: D ~ -A ~ -6e4, and 4 D is past fp16's 65504.
+        x = (torch.rand(b, c, n, generator=g, dtype=torch.float64) * 1e-3).half()
+        a = (torch.rand(c, c, generator=g, dtype=torch.float64) * 6e4).half()
+        coef = 4.0
+    else:
+        # Bright features: D ~ 1e5 (float32), and coef D ~ 1e-8 is below fp16's smallest
+        # subnormal (6e-8) while the gradient itself (~2e-4) is a normal fp16 number.
+        x = (torch.rand(b, c, n, generator=g, dtype=torch.float64) * 600).half()
+        a = torch.zeros(c, c, dtype=torch.float16)
+        coef = 1e-13
+    _, d = K.gram_loss(x, 1.0 / n, a, block_c=16, block_k=16)
+    assert d.dtype == torch.float32
+    d64 = ref.gram_matrix(x.double(), "hw") - 0.5 * (a.double() + a.double().T)
+    want = coef * torch.bmm(d64, x.double())
+    got = K.dgrad_half(torch.tensor(1.0), x, d, coef, block_m=16, block_n=16, block_k=16)
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    peak = want.abs().max()
+    assert (got.double() - want).abs().max() / peak < 5e-3
+    # What rounding coef * D to half before the product (the earlier backward) gives.
+    naive = torch.bmm((d * coef).half().double(), x.double())
+    assert not torch.isfinite(naive).all() or (naive - want).abs().max() / peak > 0.5
 
 
 def test_triton_fp16_large_activations_do_not_overflow():
