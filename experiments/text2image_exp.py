@@ -79,6 +79,20 @@ def variant(a):
                    "style_cpu_s": time.process_time() - t0}, f)
 
 
+def style_controls(test, n):
+    """The style AUC's baselines: the same pairwise background AUC from raw pixels and from an
+    untrained style encoder. Backgrounds fill most of each image, so any image feature may
+    separate them; a trained S is informative only where it beats these."""
+    from fastpapers.models import text2image as t2i
+    items = T._stack(test, ("image", "background"), limit=n)
+    torch.manual_seed(0)
+    s = t2i.StyleEncoder(100, 16, 32).eval()
+    with torch.no_grad():
+        untrained = s(items["image"])
+    return {"style/auc_background_pixels": t2i.pairwise_auc(items["image"].flatten(1), items["background"]),
+            "style/auc_background_untrained_S": t2i.pairwise_auc(untrained, items["background"])}
+
+
 def report(a):
     from fastpapers.viz import save_grid
     judge = os.path.join(a.root, "judge", "checkpoint.pt")
@@ -92,6 +106,7 @@ def report(a):
             rows[v]["budget"] = json.load(f)
         _, nets = T.load_model(model)
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
+    rows["controls"] = style_controls(test, a.eval_n)
     with open(os.path.join(a.root, "metrics.json"), "w") as f:
         json.dump(rows, f, indent=1)
     os.makedirs(a.img, exist_ok=True)

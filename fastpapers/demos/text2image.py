@@ -19,13 +19,13 @@ def run(out_dir, *, device, seed):
         run_dir = os.path.join(out_dir, "text2image_run")
         # Tiny nets and a few dozen steps keep this to seconds; resume makes a second demo load
         # the finished run. This is far too short to draw shapes (that takes a few hundred
-        # steps of a 32-wide model, see docs/results.md): the samples show early colour washes.
+        # steps, see docs/results.md): its samples are grey noise; the step shows the pipeline.
         data = T.shapes_split("train", image_size=32, n=256, seed=seed)
         T.train(run_dir, steps=40, embed_steps=40, style_steps=10, batch_size=32, data=data, seed=seed,
                 device=device, resume=True, progress=False, sample_every=0, checkpoint_every=40, ngf=8, ndf=8,
                 embed_dim=32, text_width=32, lr=5e-4)
         model = os.path.join(run_dir, "model.pt")
-        note = ("a 40-step run: early colour washes, not shapes; train for real with "
+        note = ("a 40-step run (seconds): grey noise, not yet shapes; train for real with "
                 "`fastpapers text2image train` (then this demo uses runs/text2image/model.pt)")
     captions = [c.replace(" (held out)", "") for c in CAPTIONS]
     samples = T.sample(model, captions, os.path.join(out_dir, "text2image_samples.png"), n=6, seed=seed,
