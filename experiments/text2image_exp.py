@@ -3,7 +3,7 @@
 Run (each stage is resumable; run the variants one or two at a time, one thread each):
 
     python experiments/text2image_exp.py prepare                # judge + shared text encoder
-    python experiments/text2image_exp.py variant gan-int-cls --cpu-budget 480   # ... and the others
+    python experiments/text2image_exp.py variant gan-int-cls --cpu-budget 360   # ... and the others
     python experiments/text2image_exp.py report                 # metrics, figures
 
 Equal budget: a variant trains its GAN in chunks (each resumes the last checkpoint
@@ -152,10 +152,10 @@ def main():
     p.add_argument("--root", default="runs/t2i_exp")
     p.add_argument("--img", default="docs/img")
     p.add_argument("--train-size", type=int, default=4000)
-    p.add_argument("--judge-steps", type=int, default=1500)
-    p.add_argument("--embed-steps", type=int, default=800)
-    p.add_argument("--width", type=int, default=32, help="ngf = ndf of G, D and S")
-    p.add_argument("--cpu-budget", type=float, default=480.0, help="CPU seconds of GAN training per variant")
+    p.add_argument("--judge-steps", type=int, default=900)
+    p.add_argument("--embed-steps", type=int, default=600)
+    p.add_argument("--width", type=int, default=16, help="ngf = ndf of G, D and S")
+    p.add_argument("--cpu-budget", type=float, default=360.0, help="CPU seconds of GAN training per variant")
     p.add_argument("--chunk", type=int, default=100, help="GAN steps between budget checks")
     p.add_argument("--style-steps", type=int, default=300)
     p.add_argument("--eval-n", type=int, default=600)
