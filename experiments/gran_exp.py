@@ -1,54 +1,114 @@
-"""GRAN (Im et al. 2016) on MNIST 16x16: T = 1 (a DCGAN with a sigmoid canvas) against T = 3 and
-T = 5, with the GAM battle table and per-step canvas grids.
+"""GRAN (Im et al. 2016) on MNIST 16x16: T = 1 (a DCGAN with a sigmoid canvas) against T = 3,
+with GAM battles over checkpoint snapshots and per-step canvas grids.
 
-    python experiments/gran_exp.py train 3      # one process per T; resumable
-    python experiments/gran_exp.py report 1 3 5 # battles, figures, the markdown table
+    python experiments/gran_exp.py train 1 --steps 3000   # one process per T; resumable
+    python experiments/gran_exp.py train 3 --steps 3000
+    python experiments/gran_exp.py report 1 3             # battles, figures, the markdown tables
+
+Both models have the same discriminator and train the same number of steps (so both
+discriminators have had the same number of updates); a snapshot of the checkpoint is kept
+every --snapshot-every steps. GAM's verdict is valid only when both discriminators do
+equally well on the test set (r_test ~ 1), and a GAN's discriminator drifts from step to
+step, so the report battles every pair of snapshots from the last --last-snapshots of each
+run: the pairs whose r_test is within the tolerance are the valid battles, and their
+r_sample values are summarised (count of wins each way, mean, median). The discriminators
+judge with batch statistics, as in the reference battle.py.
 """
 import argparse
-import itertools
 import json
 import os
+import shutil
+import statistics
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastpapers.commands import gran as G  # noqa: E402
+from fastpapers.models import gran  # noqa: E402
+from fastpapers.train.checkpoint import read_checkpoint  # noqa: E402
 
 
 def run_dir(a, t, seed):
     return os.path.join(a.root, f"T{t}_s{seed}")
 
 
+def _snapshots(d):
+    names = [f for f in os.listdir(d) if f.startswith("step_") and f.endswith(".pt")]
+    return sorted((int(f[5:-3]), os.path.join(d, f)) for f in names)
+
+
 def train(a):
     for seed in a.seeds:
-        # D learns 2.5x slower than G, the reference code's ratio (4e-5 vs 1e-4): with equal
-        # rates a 16-wide D wins outright within a few hundred steps and G collapses.
-        G.train(run_dir(a, a.t[0], seed), steps=a.steps, batch_size=64, seed=seed, progress=False,
-                sample_every=a.steps // 4, checkpoint_every=500, timesteps=a.t[0], image_size=16,
-                ngf=2 * a.width, ndf=a.width, lr_g=2e-4, lr_d=8e-5)
+        d = run_dir(a, a.t[0], seed)
+        cpu_path = os.path.join(d, "cpu.json")
+        cpu = 0.0
+        if os.path.isfile(cpu_path):
+            with open(cpu_path) as f:
+                cpu = json.load(f)["cpu_s"]
+        ckpt = os.path.join(d, "checkpoint.pt")
+        done = int(read_checkpoint(ckpt)["step"]) if os.path.isfile(ckpt) else 0
+        if done and done % a.snapshot_every == 0:
+            snap = os.path.join(d, f"step_{done:06d}.pt")
+            if not os.path.isfile(snap):
+                shutil.copyfile(ckpt, snap)
+        for stop in range(done // a.snapshot_every * a.snapshot_every + a.snapshot_every, a.steps + 1,
+                          a.snapshot_every):
+            t0 = time.process_time()
+            # D learns 2.5x slower than G, the reference code's ratio (4e-5 vs 1e-4): with equal
+            # rates a 16-wide D wins outright within a few hundred steps and G collapses.
+            G.train(d, steps=stop, batch_size=64, seed=seed, progress=False, resume=True,
+                    sample_every=a.snapshot_every, checkpoint_every=a.snapshot_every, timesteps=a.t[0],
+                    image_size=16, ngf=2 * a.width, ndf=a.width, lr_g=2e-4, lr_d=8e-5)
+            cpu += time.process_time() - t0
+            shutil.copyfile(os.path.join(d, "checkpoint.pt"), os.path.join(d, f"step_{stop:06d}.pt"))
+            with open(cpu_path, "w") as f:
+                json.dump({"cpu_s": cpu, "steps": stop}, f)
+            print(f"T={a.t[0]} seed {seed}: {stop} steps, {cpu:.0f} CPU s (this process)", flush=True)
 
 
 def report(a):
+    from fastpapers.viz import save_grid
     os.makedirs(a.img, exist_ok=True)
-    rows = []
+    if len(a.t) != 2:
+        raise SystemExit("report battles exactly two step counts, e.g. `report 1 3`")
     test = G.mnist_split("test", 16).tensors[0]
-    runs = [(t, s) for t in a.t for s in a.seeds]
-    for (t1, s1), (t2, s2) in itertools.combinations(runs, 2):
-        if s1 != s2 and t1 == t2:
-            continue
-        r = G.battle(os.path.join(run_dir(a, t1, s1), "checkpoint.pt"),
-                     os.path.join(run_dir(a, t2, s2), "checkpoint.pt"), n=a.n, seed=0, test=test)
-        rows.append({"model1": f"T={t1} (seed {s1})", "model2": f"T={t2} (seed {s2})", **r.as_dict()})
+    (t1, t2), seed = a.t, a.seeds[0]
+    snaps1 = _snapshots(run_dir(a, t1, seed))[-a.last_snapshots:]
+    snaps2 = _snapshots(run_dir(a, t2, seed))[-a.last_snapshots:]
+    # What G.battle does per pair, with each snapshot's samples and judge made once: model 1
+    # draws with seed 0, model 2 with seed 1; each discriminator judges a set as one batch.
+    # A snapshot's config.json is its run folder's, shared by all its snapshots.
+
+    def prepare(snaps, seed_):
+        out = []
+        for step, path in snaps:
+            _, g, d = G.load_run(path)
+            out.append((step, G.draw(g, a.n, seed=seed_)[0], gran.batch_statistics(d)))
+        return out
+
+    rows, second = [], prepare(snaps2, 1)
+    for s1, x1, d1 in prepare(snaps1, 0):
+        for s2, x2, d2 in second:
+            r = gran.gam_battle(d1, x1, d2, x2, test, tolerance=a.tolerance, batch_size=max(a.n, len(test)))
+            rows.append({"model1": f"T={t1} step {s1}", "model2": f"T={t2} step {s2}", **r.as_dict()})
+    valid = [r for r in rows if r["valid"]]
+    summary = {"pairs": len(rows), "valid": len(valid),
+               "model1_wins": sum(r["winner"] == "model 1" for r in valid),
+               "model2_wins": sum(r["winner"] == "model 2" for r in valid),
+               "ties": sum(r["winner"] == "tie" for r in valid)}
+    if valid:
+        rs = [r["r_sample"] for r in valid]
+        summary.update(mean_r_sample=statistics.fmean(rs), median_r_sample=statistics.median(rs))
+    with open(os.path.join(a.root, "battles.json"), "w") as f:
+        json.dump({"summary": summary, "battles": rows}, f, indent=1)
     for t in a.t:
-        _, g, _ = G.load_run(os.path.join(run_dir(a, t, a.seeds[0]), "checkpoint.pt"))
+        _, g, _ = G.load_run(os.path.join(run_dir(a, t, seed), "checkpoint.pt"))
         canvas, steps = G.draw(g, 64, seed=0)
-        from fastpapers.viz import save_grid
         save_grid(canvas, os.path.join(a.img, f"gran_T{t}_samples.png"), nrow=8, scale=2)
         G.save_step_grid(steps[:8], os.path.join(a.img, f"gran_T{t}_steps.png"), scale=3)
-    with open(os.path.join(a.root, "battles.json"), "w") as f:
-        json.dump(rows, f, indent=1)
     print("| model 1 | model 2 | ε(D1; test) | ε(D2; test) | r_test | ε(D1; G2) | ε(D2; G1) | r_sample | valid "
           "| winner |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -57,6 +117,7 @@ def report(a):
               f"| {r['r_test']:.2f} "
               f"| {r['sample_error_1']:.3f} | {r['sample_error_2']:.3f} | {r['r_sample']:.2f} | {r['valid']} "
               f"| {r['winner']} |")
+    print(json.dumps(summary, indent=1))
 
 
 def main():
@@ -66,7 +127,10 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--root", default="runs/gran_exp")
     p.add_argument("--img", default="docs/img")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--snapshot-every", type=int, default=250)
+    p.add_argument("--last-snapshots", type=int, default=4, help="snapshots per run that enter the battles")
+    p.add_argument("--tolerance", type=float, default=0.2, help="validity: |r_test - 1| <= this")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--n", type=int, default=1000)
     a = p.parse_args()

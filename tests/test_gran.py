@@ -169,3 +169,28 @@ def test_gam_bad_input():
     assert_raises_naming(ValueError, "samples2", gran.gam_battle, d, s, d, torch.zeros(0, 1, 4, 4), s)
     assert_raises_naming(ValueError, "test_images", gran.gam_battle, d, s, d, s, torch.zeros(3, 4))
     assert_raises_naming(ValueError, "tolerance", gran.gam_battle, d, s, d, s, s, tolerance=-1)
+
+
+def test_batch_statistics_judges_with_the_batch_and_leaves_disc_alone():
+    torch.manual_seed(0)
+    d = gran.GRANDiscriminator(image_size=16, ndf=8)
+    x = torch.rand(6, 1, 16, 16)
+    with torch.no_grad():
+        d(torch.rand(6, 1, 16, 16) * 0.1)  # running averages now describe another kind of input
+    d.eval()
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    judge = gran.batch_statistics(d)
+    with torch.no_grad():
+        running = d(x)
+        d.train()
+        expected = d(x)
+        d.eval()
+    d.load_state_dict(before)  # undo the running-average update of the reference forward
+    got = judge(x)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, running)
+    judge(x)
+    assert not d.training
+    for k, v in d.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert_raises_naming(TypeError, "disc", gran.batch_statistics, lambda x: x)

@@ -88,3 +88,28 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "config" in capsys.readouterr().err
     assert cli.main(["gran", "battle", "--checkpoint", "a.pt"]) == 2
     assert "exactly twice" in capsys.readouterr().err
+
+
+def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
+    """The reference battle.py judges with batch statistics; running averages are not used.
+
+    Run b is run a with its discriminator's running averages corrupted: with batch
+    statistics the two discriminators are the same function, so they err alike on the test set.
+    """
+    import shutil
+    _train(tmp_path / "a", 2, digits)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    path = tmp_path / "b" / "checkpoint.pt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for k in ckpt["modules"]["D"]:
+        if k.endswith("running_mean"):
+            ckpt["modules"]["D"][k] += 50.0
+    torch.save(ckpt, path)
+    test = torch.rand(40, 1, 16, 16)
+    a, b = str(tmp_path / "a" / "checkpoint.pt"), str(path)
+    r = gran_cmd.battle(a, b, n=30, test=test)
+    assert r.test_error_1 == r.test_error_2 and r.r_test == 1.0
+    running = gran_cmd.battle(a, b, n=30, test=test, bn="running")
+    assert running.test_error_1 != running.test_error_2  # the corruption matters in eval mode
+    with pytest.raises(ValueError, match="bn"):
+        gran_cmd.battle(a, b, n=30, test=test, bn="eval")

@@ -110,3 +110,13 @@ def test_cli(tmp_path, capsys):
     assert "model file not found" in capsys.readouterr().err
     assert cli.main(["text2image", "train", "--out", run, "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_demo_uses_the_model_trained_in_the_default_folder(tmp_path, pairs, monkeypatch):
+    from fastpapers.demos import text2image as demo
+    _train(tmp_path / "runs" / "text2image", pairs, steps=1)
+    monkeypatch.chdir(tmp_path)
+    written = demo.run(str(tmp_path / "out"), device="cpu", seed=0)
+    assert [os.path.basename(p) for p in written] == ["text2image_samples.png", "text2image_transfer.png"]
+    assert all(os.path.isfile(p) for p in written)
+    assert not os.path.exists(tmp_path / "out" / "text2image_run")  # nothing was trained

@@ -149,8 +149,15 @@ def sample(checkpoint: str, out: str, *, n: int = 64, rows: int = 8, seed: int =
 
 
 def battle(checkpoint1: str, checkpoint2: str, *, n: int = 1000, seed: int = 0, device="cpu",
-           tolerance: float = 0.2, test=None) -> gran.BattleResult:
-    """GAM battle between two trained GRAN runs on the MNIST test split (or ``test`` images)."""
+           tolerance: float = 0.2, test=None, bn: str = "batch") -> gran.BattleResult:
+    """GAM battle between two trained GRAN runs on the MNIST test split (or ``test`` images).
+
+    ``bn="batch"`` (the reference ``battle.py``): each discriminator normalises with the
+    statistics of the set it judges, the test set and each model's samples judged as one
+    batch each; ``bn="running"``: eval mode, the running averages of training.
+    """
+    if bn not in ("batch", "running"):
+        raise ValueError(f"bn must be 'batch' or 'running', got {bn!r}")
     cfg1, g1, d1 = load_run(checkpoint1, device)
     cfg2, g2, d2 = load_run(checkpoint2, device)
     shape1 = (cfg1["channels"], cfg1["image_size"])
@@ -161,7 +168,10 @@ def battle(checkpoint1: str, checkpoint2: str, *, n: int = 1000, seed: int = 0, 
         test = mnist_split("test", cfg1["image_size"]).tensors[0]
     s1, _ = draw(g1, n, seed=seed, device=device)
     s2, _ = draw(g2, n, seed=seed + 1, device=device)
-    return gran.gam_battle(d1, s1.to(device), d2, s2.to(device), test.to(device), tolerance=tolerance)
+    if bn == "running":
+        return gran.gam_battle(d1, s1.to(device), d2, s2.to(device), test.to(device), tolerance=tolerance)
+    return gran.gam_battle(gran.batch_statistics(d1), s1.to(device), gran.batch_statistics(d2), s2.to(device),
+                           test.to(device), tolerance=tolerance, batch_size=max(n, len(test)))
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -200,6 +210,9 @@ def register(sub):
                    help="a run checkpoint; give exactly two (model 1, then model 2)")
     b.add_argument("--n", type=int, default=1000, help="samples per model (default: 1000)")
     b.add_argument("--tolerance", type=float, default=0.2, help="validity: |r_test - 1| <= this (default: 0.2)")
+    b.add_argument("--bn", default="batch", choices=("batch", "running"),
+                   help="discriminator batch norm: statistics of the judged set, as the reference "
+                        "battle.py (batch), or the running averages (default: batch)")
     b.set_defaults(func=_battle_cli)
 
 
@@ -229,7 +242,7 @@ def _battle_cli(args):
     if len(args.checkpoint) != 2:
         raise ValueError(f"--checkpoint must be given exactly twice, got {len(args.checkpoint)}")
     r = battle(args.checkpoint[0], args.checkpoint[1], n=args.n, seed=args.seed,
-               device=resolve_device(args.device), tolerance=args.tolerance)
+               device=resolve_device(args.device), tolerance=args.tolerance, bn=args.bn)
     print(f"r_test = {r.r_test:.3f}  r_sample = {r.r_sample:.3f}  valid = {r.valid}  winner: {r.winner}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -19,6 +19,11 @@ Components, following the paper and its reference code (jiwoongim/GRAN ``recGenI
   Model 1 wins when r_sample < 1 (its discriminator is fooled less by the opponent's samples
   than the opponent's discriminator by its own), model 2 when r_sample > 1; the verdict is
   valid only when r_test ≈ 1 (both discriminators judge real test data equally well).
+  :func:`batch_statistics` evaluates a discriminator with the batch-norm statistics of the
+  batch it judges, as during training and in the reference ``battle.py`` (whose batch-norm
+  layers always normalise with the current batch); a module in eval mode would instead use
+  running averages over the alternating real and fake training batches, a mixture that
+  matches neither kind of input.
 
 Images are in [0, 1] (the canvas is a sigmoid); the discriminator maps them to [−1, 1].
 Sizes: any square size whose halvings end on a base of 4 or 7 (16, 28, 32, 64, ...).
@@ -27,6 +32,7 @@ Deviation from the reference code: Adam step sizes and batch sizes are the calle
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -166,6 +172,23 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # GAM: generative adversarial metric
 # --------------------------------------------------------------------------------------------
+
+def batch_statistics(disc: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``disc`` as a judge that normalises with each call's own batch statistics.
+
+    It runs a copy in training mode, so neither ``disc`` nor its running averages change.
+    Give each call a batch of one kind (all test images, or all samples of one model), as
+    D saw them in training.
+    """
+    if not isinstance(disc, nn.Module):
+        raise TypeError(f"disc must be an nn.Module, got {type(disc).__name__}")
+    judge = copy.deepcopy(disc).train()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return judge(x)
+    return run
+
 
 @dataclass
 class BattleResult:
