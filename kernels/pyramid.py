@@ -48,6 +48,7 @@ import triton
 import triton.language as tl
 
 from ..reference import pyramid as _ref
+from ..reference.pyramid import halving_sizes
 
 # A level of at most this many pixels per plane, and every coarser one, is built by the chain
 # kernel (one program per plane, 4 tiles of 32 x 32 at this size). 64 x 64 is a first guess at
@@ -135,6 +136,23 @@ def _separable_kernel(x_ptr, out_ptr, other_ptr, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
 
 
 @triton.jit
+def _step(d, plane, DT: tl.constexpr):
+    """Decode one 13-word step descriptor for image plane `plane`: the plane's source,
+    destination and epilogue pointers, the epilogue sign, sizes, tap-table offsets and tiling."""
+    h_in, w_in = tl.load(d + 4), tl.load(d + 5)
+    h_out, w_out = tl.load(d + 6), tl.load(d + 7)
+    out_off = plane * h_out * w_out
+    src = tl.load(d + 0).to(tl.pointer_type(DT)) + plane * h_in * w_in
+    dst = tl.load(d + 1).to(tl.pointer_type(DT)) + out_off
+    # A step without epilogue has address 0 there: point at dst instead (never read, sign 0).
+    other_addr = tl.load(d + 2)
+    other = tl.where(other_addr != 0, other_addr, tl.load(d + 1)).to(tl.pointer_type(DT)) + out_off
+    sign = tl.load(d + 3).to(tl.float32)
+    return (src, dst, other, sign, w_in, h_out, w_out, tl.load(d + 8), tl.load(d + 9), tl.load(d + 10),
+            tl.load(d + 11))
+
+
+@triton.jit
 def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
                   DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     pid = tl.program_id(0)
@@ -143,22 +161,13 @@ def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.c
     for j in range(1, n_steps):
         s += (pid >= tl.load(desc_ptr + j * 13 + 12)).to(tl.int32)
     d = desc_ptr + s.to(tl.int64) * 13
-    h_in, w_in = tl.load(d + 4), tl.load(d + 5)
-    h_out, w_out = tl.load(d + 6), tl.load(d + 7)
-    tiles_w, tiles = tl.load(d + 10), tl.load(d + 11)
+    tiles = tl.load(d + 11)
     local = pid - tl.load(d + 12)
     plane = local // tiles
     tile = local % tiles
+    src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(d, plane, DT)
     oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
     ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
-    out_off = plane * h_out * w_out
-    src = tl.load(d + 0).to(tl.pointer_type(DT)) + plane * h_in * w_in
-    dst = tl.load(d + 1).to(tl.pointer_type(DT)) + out_off
-    # A step without epilogue has address 0 there: point at dst instead (never read, sign 0).
-    other_addr = tl.load(d + 2)
-    other = tl.where(other_addr != 0, other_addr, tl.load(d + 1)).to(tl.pointer_type(DT)) + out_off
-    sign = tl.load(d + 3).to(tl.float32)
-    ro, co = tl.load(d + 8), tl.load(d + 9)
     _tile(src, dst, other, sign, idx_ptr + ro, wt_ptr + ro, idx_ptr + co, wt_ptr + co, w_in, h_out, w_out, oh, ow,
           KH, KW, True, ACC, "", BLOCK_H, BLOCK_W)
 
@@ -168,17 +177,7 @@ def _chain_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.c
                   DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     plane = tl.program_id(0).to(tl.int64)
     for s in range(n_steps):
-        d = desc_ptr + s * 13
-        h_in, w_in = tl.load(d + 4), tl.load(d + 5)
-        h_out, w_out = tl.load(d + 6), tl.load(d + 7)
-        tiles_w, tiles = tl.load(d + 10), tl.load(d + 11)
-        out_off = plane * h_out * w_out
-        src = tl.load(d + 0).to(tl.pointer_type(DT)) + plane * h_in * w_in
-        dst = tl.load(d + 1).to(tl.pointer_type(DT)) + out_off
-        other_addr = tl.load(d + 2)
-        other = tl.where(other_addr != 0, other_addr, tl.load(d + 1)).to(tl.pointer_type(DT)) + out_off
-        sign = tl.load(d + 3).to(tl.float32)
-        ro, co = tl.load(d + 8), tl.load(d + 9)
+        src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(desc_ptr + s * 13, plane, DT)
         for tile in range(tiles):
             oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
             ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
@@ -389,14 +388,6 @@ def _empty(x, hw):
     return x.new_empty((x.shape[0], x.shape[1]) + tuple(hw))
 
 
-def _halving(h, w, levels):
-    sizes = [(h, w)]
-    for _ in range(levels - 1):
-        h, w = (h + 1) // 2, (w + 1) // 2
-        sizes.append((h, w))
-    return sizes
-
-
 def first_small_level(sizes: Sequence) -> int:
     """Index of the first level of at most TAIL_PIXELS pixels (len(sizes) if none): it and the
     coarser levels go through the chain kernel."""
@@ -427,7 +418,7 @@ def gaussian_levels(x: torch.Tensor, count: int) -> List[torch.Tensor]:
     """[pyr_down(x), pyr_down(pyr_down(x)), ...], ``count`` tensors: one launch per large level,
     one for all the small ones."""
     x = x.contiguous()
-    sizes = _halving(x.shape[2], x.shape[3], count + 1)
+    sizes = halving_sizes(x.shape[2], x.shape[3], count + 1)
     k = first_small_level(sizes)
     out = [x]
     for _ in range(min(k, count)):
@@ -447,7 +438,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> List[torch.Tensor]:
     x = x.contiguous()
     if levels == 1:
         return [x.clone()]
-    sizes = _halving(x.shape[2], x.shape[3], levels)
+    sizes = halving_sizes(x.shape[2], x.shape[3], levels)
     k = first_small_level(sizes)
     gauss = [x]
     for _ in range(min(k, levels - 1)):

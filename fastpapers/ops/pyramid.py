@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .._ext import require_ext
+from ..reference.pyramid import halving_sizes
 from ._validate import check_float, check_same_device, check_same_dtype, check_size_pair
 
 __all__ = ["pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid", "laplacian_reconstruct",
@@ -199,14 +200,6 @@ def _sizes(x) -> Tuple[int, int]:
     return x.shape[2], x.shape[3]
 
 
-def _halving(h, w, levels):
-    sizes = [(h, w)]
-    for _ in range(levels - 1):
-        h, w = (h + 1) // 2, (w + 1) // 2
-        sizes.append((h, w))
-    return sizes
-
-
 def _no_context(ctx, inputs, output):
     pass
 
@@ -226,11 +219,11 @@ def _register():
 
     @torch.library.register_fake(_NS + "pyr_down_levels")
     def _(x, count):
-        return [empty(x, h, w) for h, w in _halving(x.shape[2], x.shape[3], count + 1)[1:]]
+        return [empty(x, h, w) for h, w in halving_sizes(x.shape[2], x.shape[3], count + 1)[1:]]
 
     @torch.library.register_fake(_NS + "laplacian_pyramid")
     def _(x, levels):
-        return [empty(x, h, w) for h, w in _halving(x.shape[2], x.shape[3], levels)]
+        return [empty(x, h, w) for h, w in halving_sizes(x.shape[2], x.shape[3], levels)]
 
     torch.library.register_fake(_NS + "laplacian_reconstruct")(lambda pyramid: torch.empty_like(pyramid[0]))
     torch.library.register_fake(_NS + "pyr_down_levels_backward")(lambda grads, input_size: empty(grads[0], *input_size))

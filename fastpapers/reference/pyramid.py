@@ -92,6 +92,15 @@ def up_size(h: int, w: int, size: Optional[Sequence[int]]) -> Tuple[int, int]:
     return (2 * h, 2 * w) if size is None else (int(size[0]), int(size[1]))
 
 
+def halving_sizes(h: int, w: int, levels: int) -> List[Tuple[int, int]]:
+    """(H, W) of each level of a pyramid built by pyr_down: [(h, w), (ceil(h/2), ceil(w/2)), ...]."""
+    sizes = [(h, w)]
+    for _ in range(levels - 1):
+        h, w = (h + 1) // 2, (w + 1) // 2
+        sizes.append((h, w))
+    return sizes
+
+
 def _apply(x: torch.Tensor, ah: torch.Tensor, aw: torch.Tensor) -> torch.Tensor:
     return torch.matmul(torch.matmul(ah, x), aw.transpose(0, 1))
 
