@@ -3,6 +3,8 @@ and a style transfer, from the model that `fastpapers text2image train` writes t
 folder when there is one, otherwise from a seconds-long GAN-INT-CLS run on the shapes world."""
 import os
 
+from ._rundir import run_dir
+
 ORDER = 40
 TITLE = "Text-to-image GAN-INT-CLS (Reed et al. 2016): captions -> shapes, style transfer"
 CAPTIONS = ["a small red circle", "a large blue square", "a large red triangle (held out)"]
@@ -16,15 +18,15 @@ def run(out_dir, *, device, seed):
     if os.path.isfile(model):
         note = f"model: {model} (your trained run)"
     else:
-        run_dir = os.path.join(out_dir, "text2image_run")
         # Tiny nets and a few dozen steps keep this to seconds; resume makes a second demo load
         # the finished run. This is far too short to draw shapes (that takes a few hundred
         # steps, see docs/results.md): its samples are grey noise; the step shows the pipeline.
+        cfg = dict(steps=40, embed_steps=40, style_steps=10, batch_size=32, seed=seed, sample_every=0,
+                   checkpoint_every=40, ngf=8, ndf=8, embed_dim=32, text_width=32, lr=5e-4)
+        folder = run_dir(out_dir, "text2image_run", **cfg)
         data = T.shapes_split("train", image_size=32, n=256, seed=seed)
-        T.train(run_dir, steps=40, embed_steps=40, style_steps=10, batch_size=32, data=data, seed=seed,
-                device=device, resume=True, progress=False, sample_every=0, checkpoint_every=40, ngf=8, ndf=8,
-                embed_dim=32, text_width=32, lr=5e-4)
-        model = os.path.join(run_dir, "model.pt")
+        T.train(folder, data=data, device=device, resume=True, progress=False, **cfg)
+        model = os.path.join(folder, "model.pt")
         note = ("a 40-step run (seconds): grey noise, not yet shapes; train for real with "
                 "`fastpapers text2image train` (then this demo uses runs/text2image/model.pt)")
     captions = [c.replace(" (held out)", "") for c in CAPTIONS]
