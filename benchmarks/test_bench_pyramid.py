@@ -14,13 +14,15 @@ import torch
 
 from benchmarks.conftest import tag
 from fastpapers import ops
+from fastpapers.reference.pyramid import halving_sizes
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPE = (16, 3, 256, 256)
 LEVELS = 4
 # Peak DRAM bandwidth (bytes/s) of the GPUs the targets name, by device-name substring (the
-# first that matches): H100 SXM (HBM3) 3.35 TB/s, H100 PCIe 2.0 TB/s, H200 4.8 TB/s.
-PEAK_BANDWIDTH = [("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12)]
+# first that matches): H100 NVL 3.9 TB/s, H100 PCIe 2.0 TB/s, H100 SXM (HBM3) 3.35 TB/s,
+# H200 4.8 TB/s.
+PEAK_BANDWIDTH = [("H100 NVL", 3.9e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12)]
 
 
 def _sync():
@@ -50,7 +52,7 @@ def kornia_roundtrip(x):
 
 def cv2_pyramid(a):
     """Per-channel cv2 Laplacian pyramid of a (B, C, H, W) float32 array: list of levels."""
-    levels = [np.empty((a.shape[0], a.shape[1]) + s, a.dtype) for s in _level_sizes(a.shape[2:])]
+    levels = [np.empty((a.shape[0], a.shape[1]) + s, a.dtype) for s in halving_sizes(*a.shape[2:], LEVELS)]
     for b in range(a.shape[0]):
         for c in range(a.shape[1]):
             g = [a[b, c]]
@@ -77,15 +79,6 @@ def cv2_roundtrip(a):
     return out
 
 
-def _level_sizes(hw, levels=LEVELS):
-    h, w = hw
-    sizes = [(h, w)]
-    for _ in range(levels - 1):
-        h, w = (h + 1) // 2, (w + 1) // 2
-        sizes.append((h, w))
-    return sizes
-
-
 def peak_bandwidth():
     if DEVICE != "cuda":
         return None
@@ -98,7 +91,7 @@ def roundtrip_bytes(shape, levels, itemsize):
     writes its output once: per level i (area a_i), build pyr_down (a_i in, a_{i+1} out) and
     residual (G_i, G_{i+1} in, L_i out), reconstruct (G_{i+1}, L_i in, G_i out)."""
     b, c, h, w = shape
-    areas = [hh * ww for hh, ww in _level_sizes((h, w), levels)]
+    areas = [hh * ww for hh, ww in halving_sizes(h, w, levels)]
     per_plane = sum(5 * areas[i] + 3 * areas[i + 1] for i in range(levels - 1))
     return b * c * per_plane * itemsize
 
@@ -106,12 +99,14 @@ def roundtrip_bytes(shape, levels, itemsize):
 def compulsory_bytes(shape, levels, itemsize):
     """The least any build + reconstruct can move: x in, every level out, every level in, x out."""
     b, c, h, w = shape
-    areas = [hh * ww for hh, ww in _level_sizes((h, w), levels)]
+    areas = [hh * ww for hh, ww in halving_sizes(h, w, levels)]
     return b * c * (2 * areas[0] + 2 * sum(areas)) * itemsize
 
 
 def record_bandwidth(benchmark, shape, levels, itemsize):
     """extra_info for run.sh's bandwidth table: GB/s and fraction of the card's peak."""
+    if benchmark.stats is None:  # --benchmark-disable: nothing was timed
+        return
     peak = peak_bandwidth()
     seconds = benchmark.stats.stats.median
     for key, nbytes in (("passes", roundtrip_bytes(shape, levels, itemsize)),

@@ -103,14 +103,14 @@ def colour_probe(nets, test, n):
             "probe/real/colour": (foreground_colour(items["image"]) == items["colour"]).float().mean().item()}
 
 
-def style_controls(test, n):
+def style_controls(test, n, width):
     """The style AUC's baselines: the same pairwise background AUC from raw pixels and from an
     untrained style encoder. Backgrounds fill most of each image, so any image feature may
     separate them; a trained S is informative only where it beats these."""
     from fastpapers.models import text2image as t2i
     items = T._stack(test, ("image", "background"), limit=n)
     torch.manual_seed(0)
-    s = t2i.StyleEncoder(100, 16, 32).eval()
+    s = t2i.StyleEncoder(100, width, 32).eval()
     with torch.no_grad():
         untrained = s(items["image"])
     return {"style/auc_background_pixels": t2i.pairwise_auc(items["image"].flatten(1), items["background"]),
@@ -131,7 +131,7 @@ def report(a):
         _, nets = T.load_model(model)
         rows[v].update(colour_probe(nets, test, a.eval_n))
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
-    rows["controls"] = style_controls(test, a.eval_n)
+    rows["controls"] = style_controls(test, a.eval_n, a.width)
     with open(os.path.join(a.root, "metrics.json"), "w") as f:
         json.dump(rows, f, indent=1)
     os.makedirs(a.img, exist_ok=True)

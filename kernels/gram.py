@@ -156,9 +156,18 @@ def _scaled_dgrad_kernel(D, F, OUT, SIGMA, GRAD, coef, C, N,
     tl.store(OUT + b * C * N + rows[:, None] * N + cols[None, :], (acc * alpha).to(OUT.dtype.element_ty), mask=mask)
 
 
-def _upper_tiles(n_blocks):
-    idx = torch.triu_indices(n_blocks, n_blocks).to(torch.int32)
+def _upper_tiles(n_blocks, device="cpu"):
+    idx = torch.triu_indices(n_blocks, n_blocks, device=device).to(torch.int32)
     return idx[0], idx[1]
+
+
+def _upload(t, device):
+    """Host-built table -> device without making the host wait for the queued GPU work: a
+    plain pageable copy blocks until the stream drains, a pinned non-blocking one does not
+    (the pinned buffer is kept by PyTorch's host allocator until the copy has run)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _as_bcn(x):
@@ -173,7 +182,7 @@ def gram(x, scale, *, block_c=64, block_k=32, num_warps=4):
     out = torch.empty((b, c, c), dtype=x.dtype, device=x.device)
     if b == 0 or c == 0:
         return out
-    ti, tj = (t.to(x.device) for t in _upper_tiles(triton.cdiv(c, block_c)))
+    ti, tj = _upper_tiles(triton.cdiv(c, block_c), x.device)
     _gram_tile_kernel[(ti.numel(), b)](
         x3, out, ti, tj, c, x3.shape[2], x3.stride(0), x3.stride(1), c * c, float(scale), float(scale) ** 0.5,
         PRESCALE=x.dtype in HALF_DTYPES, IS_FP64=x.dtype == torch.float64,
@@ -190,6 +199,11 @@ def gram_loss_grouped(xs, scales, targets, weights, *, block_c=64, block_k=32, n
     are fp32 for half xs.
     """
     dtype, device = xs[0].dtype, xs[0].device
+    # The kernel reads every layer's features and target through layer 0's element type.
+    for i, (x, a) in enumerate(zip(xs, targets)):
+        if x.dtype != dtype or a.dtype != dtype or x.device != device or a.device != device:
+            raise ValueError(f"gram_loss_grouped: layer {i} has features {x.dtype} on {x.device} and target "
+                             f"{a.dtype} on {a.device}; expected every tensor {dtype} on {device}")
     half = dtype in HALF_DTYPES
     acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     d_dtype = torch.float32 if half else dtype
@@ -217,16 +231,14 @@ def gram_loss_grouped(xs, scales, targets, weights, *, block_c=64, block_k=32, n
                                       ti.repeat(b), tj.repeat(b)], dim=1))
     part = torch.zeros((0,), dtype=acc_dtype, device=device)
     if tiles:
-        table = torch.cat(tiles).to(device)
+        table = _upload(torch.cat(tiles), device)
         part = torch.empty((table.shape[0],), dtype=acc_dtype, device=device)
-        layers = torch.tensor(layer_rows, dtype=torch.int64).to(device)
-        sc = torch.tensor(scale_rows, dtype=torch.float64).to(device)
+        layers = _upload(torch.tensor(layer_rows, dtype=torch.int64), device)
+        sc = _upload(torch.tensor(scale_rows, dtype=torch.float64), device)
         _grouped_loss_kernel[(table.shape[0],)](
             x3s[order[0]], diffs[order[0]], layers, sc, table, part,
             PRESCALE=half, IS_FP64=dtype == torch.float64,
             BLOCK_C=block_c, BLOCK_K=block_k, num_warps=num_warps)
-    # The inputs whose pointers the launch read stay referenced until here.
-    del x3s, a_s
     return part.sum() + empty_weight, diffs
 
 

@@ -326,8 +326,8 @@ def _up_step(src, dst, other, sign):
 def _device_desc(values: tuple, device) -> torch.Tensor:
     """The descriptor table on the device, cached by its whole content (addresses included): the
     caching allocator hands the same blocks to a training loop's pyramids step after step, so the
-    upload is usually skipped, and a CUDA graph captured after a warm-up run holds no copy whose
-    pinned source could be reused. The upload is ordered on the stream current at the first
+    upload is usually skipped. Not safe under CUDA-graph capture: a captured launch keeps the
+    address of a cached table that a later eviction frees. The upload is ordered on the stream current at the first
     call; a later hit from another stream relies on that copy having finished (it is a few
     hundred bytes, enqueued before that call's kernel)."""
     desc = torch.tensor(values, dtype=torch.int64).reshape(-1, 13)
@@ -342,6 +342,12 @@ def _run(name, steps: List[_Step], block_h: int, block_w: int):
     _steps_kernel (name "steps", independent steps, grid over every tile of every step) or one
     _chain_kernel (name "chain", in order, one program per plane)."""
     planes = steps[0].dst.shape[0] * steps[0].dst.shape[1]
+    # The kernels read every step's tensors through one element type and one plane count.
+    for s in steps:
+        for t in (s.src, s.dst, s.other):
+            if t is not None and (t.dtype != steps[0].dst.dtype or t.shape[0] * t.shape[1] != planes):
+                raise ValueError(f"pyramid levels must share one dtype and batch x channels: got "
+                                 f"{tuple(t.shape)} {t.dtype}, expected {steps[0].dst.dtype} with {planes} planes")
     if planes == 0:
         return
     device = steps[0].dst.device

@@ -569,3 +569,15 @@ def test_cuda_matches_cpu_large(dtype):
         return torch.autograd.grad(lap + gauss[1:] + [out], inp, grads + grads[1:] + [grads[0]])[0]
 
     assert_close(grad_of(xc, [g.cuda() for g in grads]).cpu(), grad_of(x, grads))
+
+
+def test_triton_launcher_rejects_levels_of_mixed_dtype_or_planes():
+    # The step kernels read every level through one element type and one plane count; a direct
+    # call of the CUDA implementation with mismatched levels must not reach them.
+    from fastpapers.kernels import pyramid as K
+    x = torch.rand(1, 2, 8, 8)
+    pyr = ref.laplacian_pyramid(x, 3)
+    with pytest.raises(ValueError, match="one dtype"):
+        K.laplacian_reconstruct([pyr[0], pyr[1].double(), pyr[2]])
+    with pytest.raises(ValueError, match="planes"):
+        K.laplacian_reconstruct([pyr[0], pyr[1], pyr[2][:, :1]])

@@ -155,7 +155,7 @@ def train(args, device):
     if vg:
         data = _vg_data(args, "train", size, min_word_count=args.vg_min_word_count)
         data.vocab.save(os.path.join(args.out, "vocab.json"))
-        cfg = {"data": "vg", "size": size, "backbone": backbone, "hed_weights": args.hed_weights, "max_words": 15,
+        cfg = {"data": "vg", "size": size, "backbone": backbone, "hed_weights": args.hed_weights, "max_words": data.max_words,
                "vg_regions": os.path.abspath(args.vg_regions), "images": len(data), "seed": args.seed}
     else:
         data = ShapesDense(args.n_train, size=size, seed=args.seed)

@@ -23,6 +23,9 @@ VARIANTS = {"gan": (0.0, False), "gan-cls": (0.5, False), "gan-int": (0.0, True)
 STAGES = ("embed", "gan", "style")
 
 
+# Where `fastpapers text2image train` writes its run unless --out says otherwise.
+DEFAULT_OUT = os.path.join("runs", "text2image")
+
 def default_config(**overrides) -> dict:
     cfg = dict(variant="gan-int-cls", image_size=32, nz=100, embed_dim=64, proj_dim=128, ngf=32, ndf=32,
                text_width=128, beta=0.5, interp_weight=1.0)
@@ -433,7 +436,7 @@ def register(sub):
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     t = verbs.add_parser("train", help="train embedding, GAN and style encoder; writes OUT/model.pt")
-    add_common(t, out_default="runs/text2image", out_help="run folder")
+    add_common(t, out_default=DEFAULT_OUT, out_help="run folder")
     t.add_argument("--variant", default="gan-int-cls", choices=sorted(VARIANTS), help="(default: gan-int-cls)")
     t.add_argument("--steps", type=int, default=3000, help="GAN training steps (default: 3000)")
     t.add_argument("--embed-steps", type=int, default=1000, help="joint-embedding steps (default: 1000)")

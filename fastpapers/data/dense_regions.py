@@ -14,14 +14,13 @@ either unchanged:
 
 Regions with a width or height <= 0 are dropped; images left with no region are dropped.
 """
-import json
 import os
 from typing import Iterable, List, Optional
 
 import torch
 from torch.utils.data import Dataset
 
-from .formats import VisualGenomeRegions
+from .formats import VisualGenomeRegions, _read_json
 from .vocab import Vocabulary, tokenize
 
 __all__ = ["VisualGenomeDense", "read_vg_split"]
@@ -30,13 +29,7 @@ __all__ = ["VisualGenomeDense", "read_vg_split"]
 def read_vg_split(path: str, split: str) -> List[int]:
     """The image ids of ``split`` in a split file shaped like the reference's
     ``info/densecap_splits.json``: ``{"train": [ids], "val": [ids], "test": [ids]}``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Visual Genome split file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Visual Genome split file {path} is not valid JSON: {exc}") from exc
+    data = _read_json(path, "Visual Genome split")
     if not isinstance(data, dict) or split not in data:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"Visual Genome split file {path} must map '{split}' to a list of image ids, got keys {keys}")
@@ -67,6 +60,7 @@ class VisualGenomeDense(Dataset):
             raise ValueError(f"max_words must be an int >= 1, got {max_words!r}")
         self.regions = VisualGenomeRegions(regions_json, image_dir, size=size, image_name=image_name)
         self.size = size
+        self.max_words = max_words
         keep = None if image_ids is None else set(int(i) for i in image_ids)
         items = []
         for image_id, boxes, phrases in self.regions.items:

@@ -8,13 +8,12 @@ from ._rundir import run_dir
 ORDER = 40
 TITLE = "Text-to-image GAN-INT-CLS (Reed et al. 2016): captions -> shapes, style transfer"
 CAPTIONS = ["a small red circle", "a large blue square", "a large red triangle (held out)"]
-# The default --out of `fastpapers text2image train`, relative to the working directory.
-TRAINED = os.path.join("runs", "text2image", "model.pt")
 
 
 def run(out_dir, *, device, seed):
     from ..commands import text2image as T
-    model = TRAINED
+    # The default --out of `fastpapers text2image train`, relative to the working directory.
+    model = os.path.join(T.DEFAULT_OUT, "model.pt")
     if os.path.isfile(model):
         note = f"model: {model} (your trained run)"
     else:

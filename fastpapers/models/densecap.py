@@ -468,13 +468,15 @@ class DenseCap(nn.Module):
             proposals = xcycwh_to_xyxy(apply_box_transform(anchors.expand(n, -1, -1), deltas,
                                                            clamp=DEFAULT_XFORM_CLIP))
             proposals = _clip(proposals, H, W)
+        else:
+            grid = _clip(xcycwh_to_xyxy(anchors), H, W)
         rois = []
         for i in range(n):
             if self.proposals == "rpn":
                 keep = self.nms_fn(proposals[i], scores[i], self.rpn_nms)[: self.rpn_top_n]
                 boxes = proposals[i, keep]
             else:
-                boxes = _clip(xcycwh_to_xyxy(anchors), H, W)
+                boxes = grid
             rois.append(torch.cat([torch.full_like(boxes[:, :1], i), boxes], 1))
         counts = [r.shape[0] for r in rois]
         rois = torch.cat(rois)

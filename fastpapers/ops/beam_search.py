@@ -325,6 +325,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
     # `done` when the hypothesis really finished (transformers also keeps candidates that did
     # not, with -1e9 scores, in the list); -1 marks a slot never filled.
     fin_code = torch.full((B, K), -1, dtype=torch.long, device=dev)
+    fin_done = torch.zeros((B, K), dtype=torch.bool, device=dev)  # fin_code >= done
     unsat = torch.ones((B, 1), dtype=torch.bool, device=dev)
     flag = _StopFlag(dev)
     run_scores = fin_scores = None
@@ -370,12 +371,13 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
         just = hits & top_mask
         fin_cand = cand_scores / ((cur_len + 1 - L0) ** length_penalty)
         if early_stopping is True:
-            fin_cand = torch.add(fin_cand, (fin_code >= done).all(1, keepdim=True), alpha=-1e9)
+            fin_cand = torch.add(fin_cand, fin_done.all(1, keepdim=True), alpha=-1e9)
         fin_cand = torch.add(fin_cand, ~unsat, alpha=-1e9)
         fin_cand = torch.add(fin_cand, ~just, alpha=-1e9)
         fin_scores, keep = torch.cat((fin_scores, fin_cand), 1).topk(K, dim=1)
         code = torch.add(cand_flat + t * K * V, just, alpha=done)
         fin_code = torch.cat((fin_code, code), 1).gather(1, keep)
+        fin_done = fin_code >= done
 
         hist.append(sel_flat)
         src = (torch.div(sel_flat, V, rounding_mode="floor") + offset).view(-1)
@@ -392,14 +394,14 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
         best_running = run_scores[:, :1] / (best_len ** length_penalty)
         # fin_scores is sorted best first (topk), so its last column is the minimum; a [B, K]
         # min-reduction wakes the OpenMP pool and cost 30 ms per step on a busy 2-core machine.
-        worst_finished = torch.where(fin_code >= done, fin_scores[:, -1:], -1e9)
+        worst_finished = torch.where(fin_done, fin_scores[:, -1:], -1e9)
         unsat = unsat & (best_running > worst_finished).any(-1, keepdim=True)
         # transformers also stops when every candidate hit a stopping criterion; before the
         # last step (where the loop ends anyway) that cannot happen: each beam row holds at
         # most len(eos) EOS tokens, so at most len(eos) * K < C candidates end in EOS.
         going = unsat.any()
         if early_stopping is True:
-            going = going & ~(fin_code >= done).all()
+            going = going & ~fin_done.all()
         if flag(going):
             break
     return _backtrack(input_ids, fin_scores, fin_code, done, torch.stack(hist), K, V, offset, R, pad_token_id)

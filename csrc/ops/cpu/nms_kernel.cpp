@@ -36,6 +36,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "ops/nms_threshold.h"
+
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -53,22 +55,7 @@ namespace fastpapers {
 namespace {
 
 // ---------------------------------------------------------------------------------------
-// Threshold in the precision torchvision compares in: a float IoU against a double threshold
-// is the same predicate as against the largest float <= threshold.
-template <typename T>
-T compare_threshold(double thr);
-
-template <>
-float compare_threshold<float>(double thr) {
-  float f = static_cast<float>(thr);
-  if (static_cast<double>(f) > thr) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
-  return f;
-}
-
-template <>
-double compare_threshold<double>(double thr) {
-  return thr;
-}
+using nms_detail::compare_threshold;
 
 // Uninitialised buffer with kPad zeroed slack at the end: the SIMD loops read whole vectors
 // past a span's end and mask the extra lanes, so every buffer they read must be padded.

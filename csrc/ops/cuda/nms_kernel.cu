@@ -20,6 +20,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "ops/nms_threshold.h"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -156,20 +158,7 @@ __global__ void keep_scan_kernel(const uint64_t* __restrict__ mask, const int64_
   }
 }
 
-template <typename T>
-T compare_threshold(double thr);
-
-template <>
-float compare_threshold<float>(double thr) {
-  float f = static_cast<float>(thr);
-  if (static_cast<double>(f) > thr) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
-  return f;
-}
-
-template <>
-double compare_threshold<double>(double thr) {
-  return thr;
-}
+using nms_detail::compare_threshold;
 
 // Keep flags over `sorted` ([m, 4] acc dtype, group spans given by gstart [G + 1] on the
 // device). sum_t, max_t, words: sum and max of the per-group tile counts and the total mask
