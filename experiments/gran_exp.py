@@ -16,6 +16,7 @@ judge with batch statistics, as in the reference battle.py.
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -76,15 +77,18 @@ def report(a):
         raise SystemExit("report battles exactly two step counts, e.g. `report 1 3`")
     test = G.mnist_split("test", 16).tensors[0]
     (t1, t2), seed = a.t, a.seeds[0]
-    snaps1 = _snapshots(run_dir(a, t1, seed))[-a.last_snapshots:]
-    snaps2 = _snapshots(run_dir(a, t2, seed))[-a.last_snapshots:]
+    # Every seed's last snapshots of each model: with several seeds, every T1 run battles every T2 run.
+    snaps1 = [(f"s{sd} step {st}", p) for sd in a.seeds
+              for st, p in _snapshots(run_dir(a, t1, sd))[-a.last_snapshots:]]
+    snaps2 = [(f"s{sd} step {st}", p) for sd in a.seeds
+              for st, p in _snapshots(run_dir(a, t2, sd))[-a.last_snapshots:]]
     # What G.battle does per pair, with each snapshot's samples and judge made once: model 1
     # draws with seed 0, model 2 with seed 1; each discriminator judges a set as one batch.
     # A snapshot's config.json is its run folder's, shared by all its snapshots.
 
     def prepare(snaps, seed_):
         out = []
-        for step, path in snaps:
+        for step, path in snaps:  # step: the snapshot's label
             _, g, d = G.load_run(path)
             out.append((step, G.draw(g, a.n, seed=seed_)[0], gran.batch_statistics(d)))
         return out
@@ -93,15 +97,21 @@ def report(a):
     for s1, x1, d1 in prepare(snaps1, 0):
         for s2, x2, d2 in second:
             r = gran.gam_battle(d1, x1, d2, x2, test, tolerance=a.tolerance, batch_size=max(a.n, len(test)))
-            rows.append({"model1": f"T={t1} step {s1}", "model2": f"T={t2} step {s2}", **r.as_dict()})
+            rows.append({"model1": f"T={t1} {s1}", "model2": f"T={t2} {s2}", **r.as_dict()})
     valid = [r for r in rows if r["valid"]]
-    summary = {"pairs": len(rows), "valid": len(valid),
+    summary = {"seeds": a.seeds, "pairs": len(rows), "valid": len(valid),
                "model1_wins": sum(r["winner"] == "model 1" for r in valid),
                "model2_wins": sum(r["winner"] == "model 2" for r in valid),
                "ties": sum(r["winner"] == "tie" for r in valid)}
     if valid:
         rs = [r["r_sample"] for r in valid]
         summary.update(mean_r_sample=statistics.fmean(rs), median_r_sample=statistics.median(rs))
+        # Two-sided sign test of "each model wins a valid battle with probability 1/2" (ties left
+        # out). The battles share snapshots, so they are not independent: a rough guide only.
+        k, n = summary["model1_wins"], summary["model1_wins"] + summary["model2_wins"]
+        if n:
+            tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
+            summary["sign_test_p"] = min(1.0, 2 * tail)
     with open(os.path.join(a.root, "battles.json"), "w") as f:
         json.dump({"summary": summary, "battles": rows}, f, indent=1)
     for t in a.t:
@@ -112,7 +122,7 @@ def report(a):
     print("| model 1 | model 2 | ε(D1; test) | ε(D2; test) | r_test | ε(D1; G2) | ε(D2; G1) | r_sample | valid "
           "| winner |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in valid:
         print(f"| {r['model1']} | {r['model2']} | {r['test_error_1']:.3f} | {r['test_error_2']:.3f} "
               f"| {r['r_test']:.2f} "
               f"| {r['sample_error_1']:.3f} | {r['sample_error_2']:.3f} | {r['r_sample']:.2f} | {r['valid']} "

@@ -51,7 +51,8 @@ def variant(a):
     out = os.path.join(a.root, a.name)
     kw = dict(lr=2e-4, batch_size=64, progress=False, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
               variant=a.name, resume=True, sample_every=a.chunk, checkpoint_every=a.chunk, data=_train_data(a),
-              ngf=a.width, ndf=a.width, image_size=32, **TEXT)
+              ngf=a.width, ndf=a.width, image_size=32, real_label=a.real_label, lr_d=a.lr_d,
+              instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
     log_path = os.path.join(out, "budget.json")
     spent, steps = 0.0, 0
     if os.path.isfile(log_path):
@@ -155,6 +156,10 @@ def main():
     p.add_argument("--judge-steps", type=int, default=900)
     p.add_argument("--embed-steps", type=int, default=600)
     p.add_argument("--width", type=int, default=16, help="ngf = ndf of G, D and S")
+    p.add_argument("--real-label", type=float, default=1.0, help="D's real target (< 1: one-sided smoothing)")
+    p.add_argument("--instance-noise", type=float, default=0.0, help="σ of D's input noise at step 0")
+    p.add_argument("--noise-anneal-steps", type=int, default=0, help="σ falls to 0 over this many steps (0: constant)")
+    p.add_argument("--lr-d", type=float, default=None, help="D's Adam step size (default: G's, 2e-4)")
     p.add_argument("--cpu-budget", type=float, default=360.0, help="CPU seconds of GAN training per variant")
     p.add_argument("--chunk", type=int, default=100, help="GAN steps between budget checks")
     p.add_argument("--style-steps", type=int, default=300)

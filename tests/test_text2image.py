@@ -172,6 +172,35 @@ def test_plain_gan_discriminator_loss():
     assert_raises_naming(ValueError, "cls_weight", t2i.discriminator_loss, rr, fr, rr, 1.5)
 
 
+def test_one_sided_label_smoothing_moves_only_the_real_target():
+    # With real_label 0.9 the real/right term is minimal at logit log(0.9/0.1), where its BCE is
+    # the entropy of Bernoulli(0.9); the wrong-text and fake terms keep target 0.
+    opt = torch.full((4,), math.log(9.0))
+    h09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    neg = torch.full((4,), -BIG)
+    assert t2i.discriminator_loss(opt, neg, neg, real_label=0.9).item() == pytest.approx(h09, rel=1e-6)
+    # A logit pushed further is penalised (it is not with target 1).
+    assert t2i.discriminator_loss(torch.full((4,), BIG), neg, neg, real_label=0.9).item() > 4.0
+    assert t2i.discriminator_loss(torch.full((4,), BIG), neg, neg).item() < 1e-6
+    # The gradient vanishes at the smoothed optimum.
+    x = opt.clone().requires_grad_(True)
+    t2i.discriminator_loss(x, neg, neg, real_label=0.9).backward()
+    assert x.grad.abs().max().item() < 1e-6
+    for bad in (0.5, 1.01, 0.0):
+        assert_raises_naming(ValueError, "real_label", t2i.discriminator_loss, opt, neg, neg, 0.5, bad)
+
+
+def test_instance_noise_schedule():
+    assert t2i.instance_noise_sigma(0, 0.2, 100) == pytest.approx(0.2)
+    assert t2i.instance_noise_sigma(50, 0.2, 100) == pytest.approx(0.1)
+    assert t2i.instance_noise_sigma(100, 0.2, 100) == 0.0
+    assert t2i.instance_noise_sigma(10_000, 0.2, 100) == 0.0
+    assert t2i.instance_noise_sigma(10_000, 0.2, 0) == pytest.approx(0.2)  # constant
+    assert t2i.instance_noise_sigma(3, 0.0, 100) == 0.0
+    assert_raises_naming(ValueError, "sigma", t2i.instance_noise_sigma, 0, -0.1, 10)
+    assert_raises_naming(ValueError, "anneal_steps", t2i.instance_noise_sigma, 0, 0.1, -1)
+
+
 def test_generator_loss_with_interpolation():
     z = torch.zeros(5)
     assert t2i.generator_loss(z).item() == pytest.approx(LOG2)

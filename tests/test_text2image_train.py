@@ -53,6 +53,41 @@ def test_three_stages_resume_bit_exact(tmp_path, pairs):
     assert os.path.isfile(tmp_path / "straight" / "gan" / "samples" / "sample_0000002.png")
 
 
+def test_resume_accepts_a_run_saved_before_a_config_key_existed(tmp_path, pairs):
+    # real_label was added later: a run whose config.json lacks it was trained with its
+    # default (1.0) and resumes; asking that run for another value is refused.
+    import json
+    _train(tmp_path, pairs, steps=1, embed_steps=1)
+    path = tmp_path / "config.json"
+    cfg = json.loads(path.read_text())
+    del cfg["real_label"]
+    path.write_text(json.dumps(cfg))
+    _train(tmp_path, pairs, steps=2, embed_steps=1, resume=True)
+    with pytest.raises(ValueError, match="real_label"):
+        _train(tmp_path, pairs, steps=3, embed_steps=1, resume=True, real_label=0.9)
+
+
+def test_instance_noise_reaches_the_discriminator_and_is_logged(tmp_path, pairs):
+    import json
+    _train(tmp_path / "plain", pairs, steps=2, embed_steps=1)
+    _train(tmp_path / "noisy", pairs, steps=2, embed_steps=1, instance_noise=0.5, noise_anneal_steps=4)
+    a = _modules(tmp_path / "plain" / "gan" / "checkpoint.pt")["D"]
+    b = _modules(tmp_path / "noisy" / "gan" / "checkpoint.pt")["D"]
+    # Same seed, same data: only the noise on D's inputs can make the discriminators differ.
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    rows = [json.loads(line) for line in open(tmp_path / "noisy" / "gan" / "metrics.jsonl")]
+    assert [r["noise_sigma"] for r in rows] == pytest.approx([0.5, 0.375])  # steps 0 and 1 of 4
+    plain = [json.loads(line) for line in open(tmp_path / "plain" / "gan" / "metrics.jsonl")]
+    assert all(r["noise_sigma"] == 0.0 for r in plain)
+
+
+@pytest.mark.parametrize("key,value", [("real_label", 0.5), ("real_label", 1.2), ("instance_noise", -0.1),
+                                       ("noise_anneal_steps", -3), ("noise_anneal_steps", 2.5)])
+def test_bad_training_tricks_are_refused_before_training(key, value):
+    from tests.utils import assert_raises_naming
+    assert_raises_naming(ValueError, key, t2i_cmd.default_config, **{key: value})
+
+
 @pytest.mark.parametrize("variant", ["gan", "gan-cls", "gan-int"])
 def test_variants_train(tmp_path, pairs, variant):
     _train(tmp_path, pairs, steps=1, variant=variant)

@@ -28,13 +28,21 @@ DEFAULT_OUT = os.path.join("runs", "text2image")
 
 def default_config(**overrides) -> dict:
     cfg = dict(variant="gan-int-cls", image_size=32, nz=100, embed_dim=64, proj_dim=128, ngf=32, ndf=32,
-               text_width=128, beta=0.5, interp_weight=1.0)
+               text_width=128, beta=0.5, interp_weight=1.0, real_label=1.0,
+               instance_noise=0.0, noise_anneal_steps=0)
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:
         raise ValueError(f"unknown text2image config keys {unknown}; known: {sorted(cfg)}")
     cfg.update(overrides)
     if cfg["variant"] not in VARIANTS:
         raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {cfg['variant']!r}")
+    if not 0.5 < cfg["real_label"] <= 1.0:
+        raise ValueError(f"real_label (--real-label) must be in (0.5, 1], got {cfg['real_label']}")
+    if not cfg["instance_noise"] >= 0:
+        raise ValueError(f"instance_noise (--instance-noise) must be >= 0, got {cfg['instance_noise']}")
+    if not isinstance(cfg["noise_anneal_steps"], int) or cfg["noise_anneal_steps"] < 0:
+        raise ValueError(f"noise_anneal_steps (--noise-anneal-steps) must be an int >= 0, "
+                         f"got {cfg['noise_anneal_steps']!r}")
     return cfg
 
 
@@ -150,7 +158,8 @@ def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: 
     if resume and os.path.isfile(cfg_path):
         with open(cfg_path) as f:
             saved = json.load(f)
-        if saved != cfg:
+        # Keys added after a run was made take their defaults (the run was trained with them).
+        if default_config(**saved) != cfg:
             raise ValueError(f"--resume: the run in {out} was trained with config {saved}, not {cfg}")
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, indent=1)
@@ -198,6 +207,11 @@ def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: 
     def gan_step(tr, batch):
         x = batch["image"]
         b = x.shape[0]
+        sigma = t2i.instance_noise_sigma(tr.global_step, cfg["instance_noise"], cfg["noise_anneal_steps"])
+
+        def noisy(images):  # what D sees: the image plus instance noise (none by default)
+            return images + sigma * torch.randn_like(images) if sigma > 0 else images
+
         with torch.no_grad():
             phi = txt(*_captions(batch, tr.device))
         z = torch.randn(b, cfg["nz"], device=tr.device)
@@ -205,8 +219,9 @@ def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: 
         real_wrong = None
         if cls_weight > 0:
             wrong = phi[t2i.mismatched_indices(batch["label"].cpu()).to(tr.device)]
-            real_wrong = d(x, wrong)
-        loss_d = t2i.discriminator_loss(d(x, phi), d(fake.detach(), phi), real_wrong, cls_weight)
+            real_wrong = d(noisy(x), wrong)
+        loss_d = t2i.discriminator_loss(d(noisy(x), phi), d(noisy(fake.detach()), phi), real_wrong, cls_weight,
+                                        cfg["real_label"])
         tr.step("D", loss_d)
         interp_logits = None
         if use_interp:
@@ -214,10 +229,10 @@ def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: 
             h = max(1, b // 2)
             partner = phi[torch.randperm(b, device=tr.device)[:h]]
             phi_int = t2i.interpolate_embeddings(phi[:h], partner, cfg["beta"])
-            interp_logits = d(g(torch.randn(h, cfg["nz"], device=tr.device), phi_int), phi_int)
-        loss_g = t2i.generator_loss(d(fake, phi), interp_logits, cfg["interp_weight"])
+            interp_logits = d(noisy(g(torch.randn(h, cfg["nz"], device=tr.device), phi_int)), phi_int)
+        loss_g = t2i.generator_loss(d(noisy(fake), phi), interp_logits, cfg["interp_weight"])
         tr.step("G", loss_g)
-        return {"loss_d": loss_d, "loss_g": loss_g}
+        return {"loss_d": loss_d, "loss_g": loss_g, "noise_sigma": sigma}
 
     gan_opts = {"D": _adam(d.parameters(), lr if lr_d is None else lr_d), "G": _adam(g.parameters(), lr)}
     fit(Trainer({"G": g, "D": d}, gan_opts, gan_step,
@@ -447,6 +462,13 @@ def register(sub):
     t.add_argument("--width", type=int, default=32, help="ngf = ndf (default: 32)")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam step size of G and S (default: 2e-4)")
     t.add_argument("--lr-d", type=float, default=None, help="Adam step size of D (default: --lr)")
+    t.add_argument("--real-label", type=float, default=1.0,
+                   help="D's target for real images with the right text; < 1 is one-sided label smoothing "
+                        "(default: 1, the paper)")
+    t.add_argument("--instance-noise", type=float, default=0.0,
+                   help="σ of the Gaussian noise added to every image D sees, at step 0 (default: 0, the paper)")
+    t.add_argument("--noise-anneal-steps", type=int, default=0,
+                   help="σ falls linearly to 0 over this many GAN steps (default: 0 = constant)")
     t.add_argument("--text-encoder", default=None, help="reuse the fixed text encoder of this model.pt")
     t.add_argument("--sample-every", type=int, default=500, help="sample grid every N GAN steps (default: 500)")
     t.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
@@ -497,7 +519,8 @@ def _train_cli(args):
           batch_size=args.batch_size, lr=args.lr, lr_d=args.lr_d, seed=args.seed, device=resolve_device(args.device),
           resume=args.resume, text_encoder=args.text_encoder, sample_every=args.sample_every,
           checkpoint_every=args.checkpoint_every, variant=args.variant, image_size=args.size,
-          ngf=args.width, ndf=args.width)
+          ngf=args.width, ndf=args.width, real_label=args.real_label,
+          instance_noise=args.instance_noise, noise_anneal_steps=args.noise_anneal_steps)
     print(f"wrote {os.path.join(args.out, 'model.pt')}")
     return 0
 

@@ -263,20 +263,42 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def discriminator_loss(real_right: torch.Tensor, fake_right: torch.Tensor,
-                       real_wrong: Optional[torch.Tensor] = None, cls_weight: float = 0.5) -> torch.Tensor:
+                       real_wrong: Optional[torch.Tensor] = None, cls_weight: float = 0.5,
+                       real_label: float = 1.0) -> torch.Tensor:
     """D's loss on logits: BCE(real/right → 1) + w·BCE(real/wrong → 0) + (1 − w)·BCE(fake/right → 0).
 
     ``cls_weight`` w = 0.5 is GAN-CLS (the paper's ½ weights); w = 0 is the plain conditional
-    GAN (then ``real_wrong`` is not needed).
+    GAN (then ``real_wrong`` is not needed). ``real_label`` < 1 is one-sided label smoothing
+    (Salimans et al. 2016): the target of {real, right text} only; the paper uses 1.
     """
     if not 0.0 <= cls_weight <= 1.0:
         raise ValueError(f"cls_weight must be in [0, 1], got {cls_weight}")
-    loss = _bce(real_right, 1.0) + (1.0 - cls_weight) * _bce(fake_right, 0.0)
+    if not 0.5 < real_label <= 1.0:
+        raise ValueError(f"real_label must be in (0.5, 1], got {real_label}")
+    loss = _bce(real_right, real_label) + (1.0 - cls_weight) * _bce(fake_right, 0.0)
     if cls_weight > 0:
         if real_wrong is None:
             raise ValueError("real_wrong logits are required when cls_weight > 0 (GAN-CLS)")
         loss = loss + cls_weight * _bce(real_wrong, 0.0)
     return loss
+
+
+def instance_noise_sigma(step: int, sigma: float, anneal_steps: int = 0) -> float:
+    """Standard deviation of the instance noise at GAN step ``step`` (0-based).
+
+    Instance noise (Sønderby et al. 2016; Arjovsky & Bottou 2017) adds N(0, σ²) to every image
+    the discriminator sees, real or generated, so that the two distributions overlap and G's
+    gradient stays informative when the data lie on a thin set (the shapes world's flat
+    colours). σ falls linearly from ``sigma`` to 0 over ``anneal_steps`` (0: constant).
+    Not in the paper (σ = 0 there).
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if anneal_steps < 0:
+        raise ValueError(f"anneal_steps must be >= 0, got {anneal_steps}")
+    if anneal_steps == 0:
+        return float(sigma)
+    return float(sigma) * max(0.0, 1.0 - step / anneal_steps)
 
 
 def generator_loss(fake_logits: torch.Tensor, interp_logits: Optional[torch.Tensor] = None,
