@@ -1,9 +1,9 @@
 """GRAN (Im et al. 2016) on MNIST 16x16: T = 1 (a DCGAN with a sigmoid canvas) against T = 3,
 with GAM battles over checkpoint snapshots and per-step canvas grids.
 
-    python experiments/gran_exp.py train 1 --steps 3000   # one process per T; resumable
-    python experiments/gran_exp.py train 3 --steps 3000
-    python experiments/gran_exp.py report 1 3             # battles, figures, the markdown tables
+    python experiments/gran_exp.py train 1 --seeds 0 1 2 --steps 2500   # one process per T; resumable
+    python experiments/gran_exp.py train 3 --seeds 0 1 2 --steps 2500
+    python experiments/gran_exp.py report 1 3 --seeds 0 1 2   # battles, figures, the markdown table
 
 Both models have the same discriminator and train the same number of steps (so both
 discriminators have had the same number of updates); a snapshot of the checkpoint is kept
@@ -11,8 +11,10 @@ every --snapshot-every steps. GAM's verdict is valid only when both discriminato
 equally well on the test set (r_test ~ 1), and a GAN's discriminator drifts from step to
 step, so the report battles every pair of snapshots from the last --last-snapshots of each
 run: the pairs whose r_test is within the tolerance are the valid battles, and their
-r_sample values are summarised (count of wins each way, mean, median). The discriminators
-judge with batch statistics, as in the reference battle.py.
+r_sample values are summarised (count of wins each way, mean, median, a sign test). With
+several seeds every snapshot of every T1 run battles every snapshot of every T2 run. The
+discriminators judge with batch statistics, as in the reference battle.py. The battles go to
+``<root>/battles_T<t1>_T<t2>.json``; the figures are drawn from the first seed's last checkpoint.
 """
 import argparse
 import json
@@ -112,7 +114,7 @@ def report(a):
         if n:
             tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
             summary["sign_test_p"] = min(1.0, 2 * tail)
-    with open(os.path.join(a.root, "battles.json"), "w") as f:
+    with open(os.path.join(a.root, f"battles_T{t1}_T{t2}.json"), "w") as f:
         json.dump({"summary": summary, "battles": rows}, f, indent=1)
     for t in a.t:
         _, g, _ = G.load_run(os.path.join(run_dir(a, t, seed), "checkpoint.pt"))

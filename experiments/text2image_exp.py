@@ -2,9 +2,14 @@
 
 Run (each stage is resumable; run the variants one or two at a time, one thread each):
 
-    python experiments/text2image_exp.py prepare                # judge + shared text encoder
-    python experiments/text2image_exp.py variant gan-int-cls --cpu-budget 360   # ... and the others
-    python experiments/text2image_exp.py report                 # metrics, figures
+    python experiments/text2image_exp.py prepare --robust-judge   # judges + shared text encoder
+    python experiments/text2image_exp.py variant gan-int-cls $RECIPE   # ... and the other three
+    python experiments/text2image_exp.py report --width 32
+
+with the third session's recipe RECIPE="--width 32 --train-size 20000 --instance-noise 0.3
+--noise-anneal-steps 3000 --cpu-budget 1400" (the first sessions' runs: --width 16, 4000
+images, no instance noise, 360 and 720 CPU s). The judge and text encoder of a root may be
+reused across recipes (they do not depend on the GAN).
 
 Equal budget: a variant trains its GAN in chunks (each resumes the last checkpoint
 bit-exactly) until its process has used ``--cpu-budget`` CPU seconds (``time.process_time``,
@@ -42,6 +47,10 @@ def _train_data(a):
 def prepare(a):
     T.train_judge(os.path.join(a.root, "judge"), steps=a.judge_steps, batch_size=64, seed=1, progress=False,
                   resume=True, data=T.shapes_split("all", image_size=32, n=a.train_size, seed=1))
+    if a.robust_judge:
+        T.train_judge(os.path.join(a.root, "judge_robust"), steps=a.judge_steps, batch_size=64, seed=1,
+                      progress=False, resume=True, augment=True,
+                      data=T.shapes_split("all", image_size=32, n=a.train_size, seed=1))
     # Only the text encoder of this run is used (GAN and style stages: one step each).
     T.train(os.path.join(a.root, "embedding"), steps=1, style_steps=1, embed_steps=a.embed_steps, batch_size=64,
             progress=False, resume=True, data=_train_data(a), ngf=32, ndf=32, **TEXT)
@@ -127,6 +136,10 @@ def report(a):
     for v in VARIANTS:
         model = os.path.join(a.root, v, "model.pt")
         rows[v] = T.evaluate(model, judge, n=a.eval_n, seed=0, data=test)
+        robust = os.path.join(a.root, "judge_robust", "checkpoint.pt")
+        if os.path.isfile(robust):  # the judge trained on blurred/noisy copies too (`prepare --robust-judge`)
+            again = T.evaluate(model, robust, n=a.eval_n, seed=0, data=test)
+            rows[v].update({f"robust_judge/{k}": x for k, x in again.items() if k.startswith(("generated/", "real/"))})
         with open(os.path.join(a.root, v, "budget.json")) as f:
             rows[v]["budget"] = json.load(f)
         _, nets = T.load_model(model)
@@ -153,6 +166,8 @@ def main():
     p.add_argument("--root", default="runs/t2i_exp")
     p.add_argument("--img", default="docs/img")
     p.add_argument("--train-size", type=int, default=4000)
+    p.add_argument("--robust-judge", action="store_true",
+                   help="prepare: also train a judge on blurred/noisy copies (report uses both)")
     p.add_argument("--judge-steps", type=int, default=900)
     p.add_argument("--embed-steps", type=int, default=600)
     p.add_argument("--width", type=int, default=16, help="ngf = ndf of G, D and S")

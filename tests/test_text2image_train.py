@@ -126,6 +126,30 @@ def test_judge_and_eval(tmp_path, pairs):
             assert 0.0 <= v <= 1.0, k
 
 
+def test_degrade_blurs_and_adds_noise_but_keeps_the_batch():
+    torch.manual_seed(0)
+    x = torch.stack([t2i_cmd.shapes_split("train", image_size=32, n=64, seed=0)[i]["image"] for i in range(64)])
+    y = t2i_cmd.degrade(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    changed = (y - x).flatten(1).abs().amax(1) > 1e-6
+    # Each image is left alone with probability 1/4: some are, most are not.
+    assert 0 < int(changed.sum()) < 64
+    # Blur alone lowers the gradient energy of a flat image with a sharp shape.
+    torch.manual_seed(1)
+    blurred = t2i_cmd.degrade(x, max_blur=1.5, max_noise=0.0)
+    tv = lambda t: (t[..., 1:, :] - t[..., :-1, :]).pow(2).sum((1, 2, 3))  # noqa: E731
+    moved = (blurred - x).flatten(1).abs().amax(1) > 1e-6
+    assert moved.any() and (tv(blurred)[moved] < tv(x)[moved]).all()
+
+
+def test_augmented_judge_trains_and_records_it(tmp_path, pairs):
+    import json
+    t2i_cmd.train_judge(str(tmp_path / "j"), steps=2, batch_size=8, data=pairs, progress=False, augment=True)
+    assert json.loads((tmp_path / "j" / "judge.json").read_text())["augment"] is True
+    judge = t2i_cmd.load_judge(str(tmp_path / "j" / "checkpoint.pt"))
+    assert set(judge(torch.zeros(2, 3, 32, 32))) == {"colour", "kind", "size", "background"}
+
+
 def test_cli(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert cli.main(["text2image", "train", "--out", run, "--steps", "1", "--embed-steps", "1", "--style-steps", "1",

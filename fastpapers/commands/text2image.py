@@ -343,21 +343,40 @@ def transfer(checkpoint: str, texts: Sequence[str], out: str, *, queries: Option
 ATTRIBUTES = ("colour", "kind", "size", "background")
 
 
+def degrade(images: torch.Tensor, max_blur: float = 1.5, max_noise: float = 0.3) -> torch.Tensor:
+    """The robust judge's training augmentation: each image is, with probability ½, blurred by a
+    Gaussian of σ ~ U(0.3, max_blur) pixels (one σ per batch) and, independently with
+    probability ½, given N(0, s²) pixel noise, s ~ U(0, max_noise) per image. Images in [-1, 1]."""
+    from torchvision.transforms.functional import gaussian_blur
+    b = images.shape[0]
+    sigma = 0.3 + (max_blur - 0.3) * torch.rand(()).item()
+    blurred = gaussian_blur(images, [5, 5], [sigma, sigma])
+    pick = (torch.rand(b, device=images.device) < 0.5)[:, None, None, None]
+    out = torch.where(pick, blurred, images)
+    amount = torch.rand(b, 1, 1, 1, device=images.device) * max_noise * (torch.rand(b, 1, 1, 1, device=images.device) < 0.5)
+    return out + amount * torch.randn_like(out)
+
+
 def train_judge(out: str, *, steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                device="cpu", resume: bool = False, data=None, image_size: int = 32, progress: bool = True):
-    """The separately trained attribute classifier, on real images of every colour–shape pair."""
+                device="cpu", resume: bool = False, data=None, image_size: int = 32, progress: bool = True,
+                augment: bool = False):
+    """The separately trained attribute classifier, on real images of every colour–shape pair.
+
+    ``augment``: train on :func:`degrade`-d images, so that the judge names the shape of a
+    blurred or noisy drawing instead of answering one class for everything out of its training
+    distribution (GAN samples early in training are both)."""
     from ..train import Trainer, seed_everything as train_seed
     if data is None:
         data = shapes_split("all", image_size=image_size, seed=seed + 1)
     heads = {a: data.num_classes[a] for a in ATTRIBUTES}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "judge.json"), "w") as f:
-        json.dump({"heads": heads, "image_size": image_size}, f)
+        json.dump({"heads": heads, "image_size": image_size, "augment": augment}, f)
     train_seed(seed)
     judge = t2i.AttributeClassifier(heads)
 
     def step(tr, batch):
-        logits = judge(batch["image"])
+        logits = judge(degrade(batch["image"]) if augment else batch["image"])
         losses = {a: torch.nn.functional.cross_entropy(logits[a], batch[a]) for a in ATTRIBUTES}
         loss = sum(losses.values())
         tr.step("judge", loss)
@@ -494,6 +513,8 @@ def register(sub):
     j.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500)")
     j.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     j.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size (default: 32)")
+    j.add_argument("--augment", action="store_true",
+                   help="train on blurred and noisy copies too (a judge robust to imperfect samples)")
     j.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     j.set_defaults(func=_judge_cli)
 
@@ -543,7 +564,8 @@ def _transfer_cli(args):
 def _judge_cli(args):
     _positive(steps=args.steps, batch_size=args.batch_size)
     train_judge(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                device=resolve_device(args.device), resume=args.resume, image_size=args.size)
+                device=resolve_device(args.device), resume=args.resume, image_size=args.size,
+                augment=args.augment)
     print(f"wrote {os.path.join(args.out, 'checkpoint.pt')}")
     return 0
 
