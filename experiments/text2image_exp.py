@@ -41,26 +41,27 @@ PREVIEW = ["a small red circle", "a large blue square", "a big yellow star", "a 
 
 
 def _train_data(a):
-    return T.shapes_split("train", image_size=32, n=a.train_size, seed=0)
+    return T.shapes_split("train", image_size=a.size, n=a.train_size, seed=0)
 
 
 def prepare(a):
     T.train_judge(os.path.join(a.root, "judge"), steps=a.judge_steps, batch_size=64, seed=1, progress=False,
-                  resume=True, data=T.shapes_split("all", image_size=32, n=a.train_size, seed=1))
+                  resume=True, image_size=a.size,
+                  data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1))
     if a.robust_judge:
         T.train_judge(os.path.join(a.root, "judge_robust"), steps=a.judge_steps, batch_size=64, seed=1,
                       progress=False, resume=True, augment=True,
-                      data=T.shapes_split("all", image_size=32, n=a.train_size, seed=1))
+                      image_size=a.size, data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1))
     # Only the text encoder of this run is used (GAN and style stages: one step each).
     T.train(os.path.join(a.root, "embedding"), steps=1, style_steps=1, embed_steps=a.embed_steps, batch_size=64,
-            progress=False, resume=True, data=_train_data(a), ngf=32, ndf=32, **TEXT)
+            progress=False, resume=True, data=_train_data(a), ngf=32, ndf=32, image_size=a.size, **TEXT)
 
 
 def variant(a):
     out = os.path.join(a.root, a.name)
     kw = dict(lr=2e-4, batch_size=64, progress=False, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
               variant=a.name, resume=True, sample_every=a.chunk, checkpoint_every=a.chunk, data=_train_data(a),
-              ngf=a.width, ndf=a.width, image_size=32, real_label=a.real_label, lr_d=a.lr_d,
+              ngf=a.width, ndf=a.width, image_size=a.size, real_label=a.real_label, lr_d=a.lr_d,
               instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
     log_path = os.path.join(out, "budget.json")
     spent, steps = 0.0, 0
@@ -113,14 +114,14 @@ def colour_probe(nets, test, n):
             "probe/real/colour": (foreground_colour(items["image"]) == items["colour"]).float().mean().item()}
 
 
-def style_controls(test, n, width):
+def style_controls(test, n, width, size):
     """The style AUC's baselines: the same pairwise background AUC from raw pixels and from an
     untrained style encoder. Backgrounds fill most of each image, so any image feature may
     separate them; a trained S is informative only where it beats these."""
     from fastpapers.models import text2image as t2i
     items = T._stack(test, ("image", "background"), limit=n)
     torch.manual_seed(0)
-    s = t2i.StyleEncoder(100, width, 32).eval()
+    s = t2i.StyleEncoder(100, width, size).eval()
     with torch.no_grad():
         untrained = s(items["image"])
     return {"style/auc_background_pixels": t2i.pairwise_auc(items["image"].flatten(1), items["background"]),
@@ -130,7 +131,7 @@ def style_controls(test, n, width):
 def report(a):
     from fastpapers.viz import save_grid
     judge = os.path.join(a.root, "judge", "checkpoint.pt")
-    test = T.shapes_split("test", image_size=32, n=a.eval_n, seed=5)
+    test = T.shapes_split("test", image_size=a.size, n=a.eval_n, seed=5)
     rows, grids = {}, []
     z = torch.randn(6, 100, generator=torch.Generator().manual_seed(0))
     for v in VARIANTS:
@@ -145,7 +146,7 @@ def report(a):
         _, nets = T.load_model(model)
         rows[v].update(colour_probe(nets, test, a.eval_n))
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
-    rows["controls"] = style_controls(test, a.eval_n, a.width)
+    rows["controls"] = style_controls(test, a.eval_n, a.width, a.size)
     with open(os.path.join(a.root, "metrics.json"), "w") as f:
         json.dump(rows, f, indent=1)
     os.makedirs(a.img, exist_ok=True)
@@ -170,6 +171,7 @@ def main():
                    help="prepare: also train a judge on blurred/noisy copies (report uses both)")
     p.add_argument("--judge-steps", type=int, default=900)
     p.add_argument("--embed-steps", type=int, default=600)
+    p.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size")
     p.add_argument("--width", type=int, default=16, help="ngf = ndf of G, D and S")
     p.add_argument("--real-label", type=float, default=1.0, help="D's real target (< 1: one-sided smoothing)")
     p.add_argument("--instance-noise", type=float, default=0.0, help="σ of D's input noise at step 0")
@@ -180,10 +182,11 @@ def main():
     p.add_argument("--style-steps", type=int, default=300)
     p.add_argument("--eval-n", type=int, default=600)
     p.add_argument("--transfer-variant", default="gan-int-cls", choices=VARIANTS)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (CPU seconds are summed over them)")
     a = p.parse_args()
     if a.stage == "variant" and a.name is None:
         p.error("variant needs a name")
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     {"prepare": prepare, "variant": variant, "report": report}[a.stage](a)
 
 
