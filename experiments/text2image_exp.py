@@ -59,7 +59,7 @@ def prepare(a):
 
 def variant(a):
     out = os.path.join(a.root, a.name)
-    kw = dict(lr=2e-4, batch_size=64, progress=False, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
+    kw = dict(lr=2e-4, batch_size=64, progress=False, seed=a.seed, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
               variant=a.name, resume=True, sample_every=a.chunk, checkpoint_every=a.chunk, data=_train_data(a),
               ngf=a.width, ndf=a.width, image_size=a.size, real_label=a.real_label, lr_d=a.lr_d,
               instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
@@ -134,7 +134,7 @@ def report(a):
     test = T.shapes_split("test", image_size=a.size, n=a.eval_n, seed=5)
     rows, grids = {}, []
     z = torch.randn(6, 100, generator=torch.Generator().manual_seed(0))
-    for v in VARIANTS:
+    for v in a.variants:
         model = os.path.join(a.root, v, "model.pt")
         rows[v] = T.evaluate(model, judge, n=a.eval_n, seed=0, data=test)
         robust = os.path.join(a.root, "judge_robust", "checkpoint.pt")
@@ -151,7 +151,7 @@ def report(a):
         json.dump(rows, f, indent=1)
     os.makedirs(a.img, exist_ok=True)
     # One figure per variant: one row per caption, 6 noise vectors shared across captions/variants.
-    for v, g in zip(VARIANTS, grids):
+    for v, g in zip(a.variants, grids):
         save_grid(g.reshape(-1, *g.shape[2:]), os.path.join(a.img, f"text2image_{v}.png"), nrow=6,
                   value_range=(-1, 1), scale=2)
     T.transfer(os.path.join(a.root, a.transfer_variant, "model.pt"),
@@ -181,7 +181,9 @@ def main():
     p.add_argument("--chunk", type=int, default=100, help="GAN steps between budget checks")
     p.add_argument("--style-steps", type=int, default=300)
     p.add_argument("--eval-n", type=int, default=600)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS, help="report: the variants to report")
     p.add_argument("--transfer-variant", default="gan-int-cls", choices=VARIANTS)
+    p.add_argument("--seed", type=int, default=0, help="variant: the GAN's seed (init, noise, batches)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU seconds are summed over them)")
     a = p.parse_args()
     if a.stage == "variant" and a.name is None:
