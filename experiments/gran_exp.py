@@ -90,9 +90,9 @@ def report(a):
 
     def prepare(snaps, seed_):
         out = []
-        for step, path in snaps:  # step: the snapshot's label
+        for label, path in snaps:
             _, g, d = G.load_run(path)
-            out.append((step, G.draw(g, a.n, seed=seed_)[0], gran.batch_statistics(d)))
+            out.append((label, G.draw(g, a.n, seed=seed_)[0], gran.batch_statistics(d)))
         return out
 
     rows, second = [], prepare(snaps2, 1)
