@@ -41,27 +41,27 @@ PREVIEW = ["a small red circle", "a large blue square", "a big yellow star", "a 
 
 
 def _train_data(a):
-    return T.shapes_split("train", image_size=a.size, n=a.train_size, seed=0)
+    return T.shapes_split("train", image_size=a.size, n=a.train_size, seed=0, zoom=a.zoom)
 
 
 def prepare(a):
     T.train_judge(os.path.join(a.root, "judge"), steps=a.judge_steps, batch_size=64, seed=1, progress=False,
-                  resume=True, image_size=a.size,
-                  data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1))
+                  resume=True, image_size=a.size, zoom=a.zoom,
+                  data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1, zoom=a.zoom))
     if a.robust_judge:
         T.train_judge(os.path.join(a.root, "judge_robust"), steps=a.judge_steps, batch_size=64, seed=1,
                       progress=False, resume=True, augment=True,
-                      image_size=a.size, data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1))
+                      zoom=a.zoom, image_size=a.size, data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1, zoom=a.zoom))
     # Only the text encoder of this run is used (GAN and style stages: one step each).
     T.train(os.path.join(a.root, "embedding"), steps=1, style_steps=1, embed_steps=a.embed_steps, batch_size=64,
-            progress=False, resume=True, data=_train_data(a), ngf=32, ndf=32, image_size=a.size, **TEXT)
+            progress=False, resume=True, data=_train_data(a), ngf=32, ndf=32, image_size=a.size, zoom=a.zoom, **TEXT)
 
 
 def variant(a):
     out = os.path.join(a.root, a.name)
     kw = dict(lr=2e-4, batch_size=64, progress=False, seed=a.seed, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
               variant=a.name, resume=True, sample_every=a.chunk, checkpoint_every=a.chunk, data=_train_data(a),
-              ngf=a.width, ndf=a.width, image_size=a.size, real_label=a.real_label, lr_d=a.lr_d,
+              ngf=a.width, ndf=a.width, image_size=a.size, zoom=a.zoom, real_label=a.real_label, lr_d=a.lr_d,
               instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
     log_path = os.path.join(out, "budget.json")
     spent, steps = 0.0, 0
@@ -131,7 +131,7 @@ def style_controls(test, n, width, size):
 def report(a):
     from fastpapers.viz import save_grid
     judge = os.path.join(a.root, "judge", "checkpoint.pt")
-    test = T.shapes_split("test", image_size=a.size, n=a.eval_n, seed=5)
+    test = T.shapes_split("test", image_size=a.size, n=a.eval_n, seed=5, zoom=a.zoom)
     rows, grids = {}, []
     z = torch.randn(6, 100, generator=torch.Generator().manual_seed(0))
     for v in a.variants:
@@ -152,11 +152,11 @@ def report(a):
     os.makedirs(a.img, exist_ok=True)
     # One figure per variant: one row per caption, 6 noise vectors shared across captions/variants.
     for v, g in zip(a.variants, grids):
-        save_grid(g.reshape(-1, *g.shape[2:]), os.path.join(a.img, f"text2image_{v}.png"), nrow=6,
+        save_grid(g.reshape(-1, *g.shape[2:]), os.path.join(a.img, f"text2image_{v}{a.tag}.png"), nrow=6,
                   value_range=(-1, 1), scale=2)
     T.transfer(os.path.join(a.root, a.transfer_variant, "model.pt"),
                ["a small red circle", "a large blue square", "a big yellow star", "a large green cross"],
-               os.path.join(a.img, "text2image_transfer.png"), n=6, seed=3)
+               os.path.join(a.img, f"text2image_transfer{a.tag}.png"), n=6, seed=3)
     print(json.dumps(rows, indent=1))
 
 
@@ -172,6 +172,9 @@ def main():
     p.add_argument("--judge-steps", type=int, default=900)
     p.add_argument("--embed-steps", type=int, default=600)
     p.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size")
+    p.add_argument("--zoom", type=int, default=1, choices=(1, 2),
+                   help="2: object-centred crops of scenes drawn at twice the size (fourth session)")
+    p.add_argument("--tag", default="", help="report: suffix of the figure file names")
     p.add_argument("--width", type=int, default=16, help="ngf = ndf of G, D and S")
     p.add_argument("--real-label", type=float, default=1.0, help="D's real target (< 1: one-sided smoothing)")
     p.add_argument("--instance-noise", type=float, default=0.0, help="σ of D's input noise at step 0")

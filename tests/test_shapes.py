@@ -5,7 +5,7 @@ import torch
 
 from fastpapers.data import (BACKGROUNDS, COLOURS, SHAPES, ShapesCaptions, ShapesDense, ShapesTextToImage,
                              Vocabulary, dense_collate, generate, shapes_vocabulary)
-from fastpapers.data.shapes import relation
+from fastpapers.data.shapes import _split_seed, relation
 from tests.utils import needs_cuda
 
 
@@ -200,3 +200,36 @@ def test_cuda_drawing_matches_cpu():
     torch.testing.assert_close(b.images.cpu(), a.images, rtol=0, atol=1e-5)
     torch.testing.assert_close(b.visible, a.visible, rtol=0, atol=1e-5)
     assert torch.equal(a.boxes, b.boxes) and torch.equal(a.kind, b.kind)
+
+
+def test_text_to_image_zoom_crops_around_the_object():
+    plain = ShapesTextToImage(50, size=32, seed=3)
+    zoomed = ShapesTextToImage(50, size=32, seed=3, zoom=2)
+    # The same scenes (seeded alike), drawn at 64 and cropped to 32 around the object.
+    assert zoomed.images.shape == (50, 3, 32, 32)
+    assert zoomed.captions == plain.captions
+    assert torch.equal(zoomed.batch.kind, plain.batch.kind) and torch.equal(zoomed.batch.style, plain.batch.style)
+    full = generate(50, size=64, seed=_split_seed("train", 3)[0])
+    fg_full = torch.stack([_foreground(full, i) for i in range(50)]).sum((1, 2))
+    for i in range(50):
+        img = zoomed.image(i)
+        bg = torch.tensor(BACKGROUNDS[zoomed.batch.style_name(i)])[:, None, None]
+        fg = (img - bg).abs().amax(0) > 0.02
+        # No part of the object is cut off: the crop holds all its pixels ...
+        assert abs(int(fg.sum()) - int(fg_full[i])) <= 2, i
+        # ... and the shifted box still bounds them.
+        x0, y0, x1, y1 = zoomed.batch.boxes[i, 0].tolist()
+        ys, xs = fg.nonzero(as_tuple=True)
+        assert xs.min() >= math.floor(x0) - 1 and xs.max() <= math.ceil(x1) and ys.min() >= math.floor(y0) - 1
+        assert ys.max() <= math.ceil(y1), i
+    # Each shape covers about 4x the pixels it covers without zoom.
+    area = lambda ds: torch.stack([ds.image(i) for i in range(50)])  # noqa: E731
+    ratio = ((area(zoomed) - area(zoomed)[:, :, :1, :1]).abs().amax(1) > 0.02).float().sum() / \
+        ((area(plain) - area(plain)[:, :, :1, :1]).abs().amax(1) > 0.02).float().sum()
+    assert 3.0 < ratio < 5.0
+
+
+@pytest.mark.parametrize("zoom", [0, 3, 1.5])
+def test_text_to_image_zoom_bad_value(zoom):
+    with pytest.raises(ValueError, match="zoom"):
+        ShapesTextToImage(4, size=32, zoom=zoom)

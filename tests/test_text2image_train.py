@@ -83,7 +83,8 @@ def test_instance_noise_reaches_the_discriminator_and_is_logged(tmp_path, pairs)
 
 
 @pytest.mark.parametrize("key,value", [("real_label", 0.5), ("real_label", 1.2), ("instance_noise", -0.1),
-                                       ("noise_anneal_steps", -3), ("noise_anneal_steps", 2.5)])
+                                       ("noise_anneal_steps", -3), ("noise_anneal_steps", 2.5), ("zoom", 3),
+                                       ("zoom", 0)])
 def test_bad_training_tricks_are_refused_before_training(key, value):
     assert_raises_naming(ValueError, key, t2i_cmd.default_config, **{key: value})
 
@@ -180,3 +181,46 @@ def test_demo_uses_the_model_trained_in_the_default_folder(tmp_path, pairs, monk
     assert all(os.path.isfile(p) for p in written)
     # Nothing was trained: the only files are the two PNGs.
     assert sorted(os.listdir(tmp_path / "out")) == ["text2image_samples.png", "text2image_transfer.png"]
+
+
+def test_zoomed_run_is_evaluated_and_transferred_on_zoomed_data(tmp_path):
+    import json
+    zoomed = t2i_cmd.shapes_split("train", image_size=32, n=24, seed=0, zoom=2)
+    plain = t2i_cmd.shapes_split("train", image_size=32, n=24, seed=0)
+    # Same scenes and captions, other pixels: the object is cropped out at twice the resolution.
+    assert [zoomed[i]["label"] for i in range(24)] == [plain[i]["label"] for i in range(24)]
+    assert zoomed.parts[0][0].captions == plain.parts[0][0].captions
+    assert not torch.equal(zoomed[0]["image"], plain[0]["image"])
+    _train(tmp_path / "run", zoomed, steps=1, zoom=2)
+    model = str(tmp_path / "run" / "model.pt")
+    assert t2i_cmd.load_model(model)[0]["zoom"] == 2
+    t2i_cmd.train_judge(str(tmp_path / "judge2"), steps=1, batch_size=8, data=zoomed, progress=False, zoom=2)
+    assert json.loads((tmp_path / "judge2" / "judge.json").read_text())["zoom"] == 2
+    res = t2i_cmd.evaluate(model, str(tmp_path / "judge2" / "checkpoint.pt"), n=10)
+    assert res["n"] == 10
+    # A judge of unzoomed images would read the wrong distribution: refused, naming zoom.
+    t2i_cmd.train_judge(str(tmp_path / "judge1"), steps=1, batch_size=8, data=plain, progress=False)
+    assert_raises_naming(ValueError, "zoom", t2i_cmd.evaluate, model, str(tmp_path / "judge1" / "checkpoint.pt"),
+                         n=10)
+    # Without queries, transfer draws them from the zoomed test split of the model's config.
+    seen = {}
+    real_split = t2i_cmd.shapes_split
+    t2i_cmd.shapes_split = lambda *a, **kw: seen.update(kw) or real_split(*a, **kw)
+    try:
+        t2i_cmd.transfer(model, ["small red star"], str(tmp_path / "t.png"), n=2)
+    finally:
+        t2i_cmd.shapes_split = real_split
+    assert seen["zoom"] == 2
+    # Resuming with the other zoom is refused and names it.
+    assert_raises_naming(ValueError, "zoom", _train, tmp_path / "run", zoomed, steps=2, resume=True, zoom=1)
+
+
+def test_cli_zoom(tmp_path):
+    run = str(tmp_path / "run")
+    assert cli.main(["text2image", "train", "--out", run, "--steps", "1", "--embed-steps", "1", "--style-steps", "1",
+                     "--batch-size", "8", "--train-size", "16", "--width", "4", "--zoom", "2"]) == 0
+    assert t2i_cmd.load_model(os.path.join(run, "model.pt"))[0]["zoom"] == 2
+    judge = str(tmp_path / "judge")
+    assert cli.main(["text2image", "judge", "--out", judge, "--steps", "1", "--batch-size", "8", "--zoom", "2"]) == 0
+    assert cli.main(["text2image", "eval", "--checkpoint", os.path.join(run, "model.pt"),
+                     "--judge", os.path.join(judge, "checkpoint.pt"), "--n", "8"]) == 0

@@ -29,7 +29,7 @@ DEFAULT_OUT = os.path.join("runs", "text2image")
 def default_config(**overrides) -> dict:
     cfg = dict(variant="gan-int-cls", image_size=32, nz=100, embed_dim=64, proj_dim=128, ngf=32, ndf=32,
                text_width=128, beta=0.5, interp_weight=1.0, real_label=1.0,
-               instance_noise=0.0, noise_anneal_steps=0)
+               instance_noise=0.0, noise_anneal_steps=0, zoom=1)
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:
         raise ValueError(f"unknown text2image config keys {unknown}; known: {sorted(cfg)}")
@@ -43,6 +43,8 @@ def default_config(**overrides) -> dict:
     if not isinstance(cfg["noise_anneal_steps"], int) or cfg["noise_anneal_steps"] < 0:
         raise ValueError(f"noise_anneal_steps (--noise-anneal-steps) must be an int >= 0, "
                          f"got {cfg['noise_anneal_steps']!r}")
+    if cfg["zoom"] not in (1, 2):
+        raise ValueError(f"zoom (--zoom) must be 1 or 2, got {cfg['zoom']!r}")
     return cfg
 
 
@@ -108,23 +110,26 @@ class ShapesPairs(torch.utils.data.Dataset):
                 "colour": colour, "kind": kind, "size": size, "background": int(item["style"]), "unseen": unseen}
 
 
-def shapes_split(split: str, *, image_size: int = 32, n: Optional[int] = None, seed: int = 0) -> ShapesPairs:
+def shapes_split(split: str, *, image_size: int = 32, n: Optional[int] = None, seed: int = 0,
+                 zoom: int = 1) -> ShapesPairs:
     """``train``: pairs without the :data:`HELD_OUT` combinations (n defaults to 6000, random
     caption per fetch); ``test``: new images, half of seen pairs and half of held-out pairs
-    (n defaults to 1000); ``all``: every combination, for the judge (n defaults to 6000)."""
+    (n defaults to 1000); ``all``: every combination, for the judge (n defaults to 6000).
+    ``zoom`` = 2: object-centred crops of scenes drawn at twice the size (the paper crops CUB
+    birds to their boxes in the same spirit); see :class:`ShapesTextToImage`."""
     from ..data.shapes import ShapesTextToImage
+    kw = dict(size=image_size, seed=seed, zoom=zoom)
     if split == "train":
-        return ShapesPairs([(ShapesTextToImage(n or 6000, size=image_size, split="train", seed=seed,
-                                               held_out=HELD_OUT), 0)], random_caption=True)
+        return ShapesPairs([(ShapesTextToImage(n or 6000, split="train", held_out=HELD_OUT, **kw), 0)],
+                           random_caption=True)
     if split == "test":
         n = n or 1000
-        seen = ShapesTextToImage((n + 1) // 2, size=image_size, split="test", seed=seed, held_out=HELD_OUT)
-        unseen = ShapesTextToImage(n // 2, size=image_size, split="heldout", seed=seed, held_out=HELD_OUT)
+        seen = ShapesTextToImage((n + 1) // 2, split="test", held_out=HELD_OUT, **kw)
+        unseen = ShapesTextToImage(n // 2, split="heldout", held_out=HELD_OUT, **kw)
         parts = [(seen, 0), (unseen, 1)] if n > 1 else [(seen, 0)]
         return ShapesPairs(parts, random_caption=False)
     if split == "all":
-        return ShapesPairs([(ShapesTextToImage(n or 6000, size=image_size, split="train", seed=seed), 0)],
-                           random_caption=True)
+        return ShapesPairs([(ShapesTextToImage(n or 6000, split="train", **kw), 0)], random_caption=True)
     raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
 
 
@@ -170,7 +175,7 @@ def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: 
     nets = build(cfg)
     txt, img, g, d, s = (nets[k] for k in ("text", "image", "G", "D", "S"))
     if data is None:
-        data = shapes_split("train", image_size=cfg["image_size"], seed=seed)
+        data = shapes_split("train", image_size=cfg["image_size"], seed=seed, zoom=cfg["zoom"])
     common = dict(data=data, batch_size=batch_size, seed=seed, device=device, log_every=log_every,
                   checkpoint_every=checkpoint_every, progress=progress)
     # A stage that trains in this call makes the later stages' checkpoints stale (they were
@@ -330,7 +335,7 @@ def transfer(checkpoint: str, texts: Sequence[str], out: str, *, queries: Option
         raise ValueError("--text must be given at least once")
     cfg, nets = load_model(checkpoint, device)
     if queries is None:
-        data = shapes_split("test", image_size=cfg["image_size"], n=n, seed=seed)
+        data = shapes_split("test", image_size=cfg["image_size"], n=n, seed=seed, zoom=cfg["zoom"])
         queries = torch.stack([data[i]["image"] for i in range(n)])
     queries = queries.to(device)
     phi = nets["text"].embed(list(texts))
@@ -362,20 +367,21 @@ def degrade(images: torch.Tensor, max_blur: float = 1.5, max_noise: float = 0.3)
 
 def train_judge(out: str, *, steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                 device="cpu", resume: bool = False, data=None, image_size: int = 32, progress: bool = True,
-                augment: bool = False):
+                augment: bool = False, zoom: int = 1):
     """The separately trained attribute classifier, on real images of every colour–shape pair.
 
     ``augment``: train on :func:`degrade`-d images too, so that the judge can read blurred or
     noisy drawings (GAN samples early in training are both). Measured on the shapes world at
     900 steps (docs/results.md): such a judge reads colour (100%) and size (92%) of real test
-    images but only 34–42% of their shapes, so it is no judge of shape."""
+    images but only 34–42% of their shapes, so it is no judge of shape. ``zoom``: the data's
+    zoom (1 or 2), recorded so that :func:`evaluate` can refuse a model of the other zoom."""
     from ..train import Trainer, seed_everything as train_seed
     if data is None:
-        data = shapes_split("all", image_size=image_size, seed=seed + 1)
+        data = shapes_split("all", image_size=image_size, seed=seed + 1, zoom=zoom)
     heads = {a: data.num_classes[a] for a in ATTRIBUTES}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "judge.json"), "w") as f:
-        json.dump({"heads": heads, "image_size": image_size, "augment": augment}, f)
+        json.dump({"heads": heads, "image_size": image_size, "augment": augment, "zoom": zoom}, f)
     train_seed(seed)
     judge = t2i.AttributeClassifier(heads)
 
@@ -392,14 +398,18 @@ def train_judge(out: str, *, steps: int = 1500, batch_size: int = 64, lr: float 
     return judge.eval()
 
 
-def load_judge(checkpoint: str, device="cpu") -> t2i.AttributeClassifier:
-    from ..train import load_checkpoint
+def judge_meta(checkpoint: str) -> dict:
+    """The judge's judge.json: heads, image_size, augment and zoom (1 for judges made before it)."""
     meta = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "judge.json")
     if not os.path.isfile(meta):
         raise FileNotFoundError(f"judge config not found: {meta} (written by `fastpapers text2image judge`)")
     with open(meta) as f:
-        heads = json.load(f)["heads"]
-    judge = t2i.AttributeClassifier(heads)
+        return {"zoom": 1, **json.load(f)}
+
+
+def load_judge(checkpoint: str, device="cpu") -> t2i.AttributeClassifier:
+    from ..train import load_checkpoint
+    judge = t2i.AttributeClassifier(judge_meta(checkpoint)["heads"])
     load_checkpoint(checkpoint, {"judge": judge})
     return judge.to(device).eval()
 
@@ -430,9 +440,13 @@ def evaluate(checkpoint: str, judge_checkpoint: str, *, n: int = 600, seed: int 
     """Attribute accuracy of generated images on held-out captions (seen and unseen colour–shape
     pairs), judge accuracy on the real test images, style AUC and background transfer accuracy."""
     cfg, nets = load_model(checkpoint, device)
+    meta = judge_meta(judge_checkpoint)
+    if meta["zoom"] != cfg["zoom"] or meta.get("image_size", cfg["image_size"]) != cfg["image_size"]:
+        raise ValueError(f"judge {judge_checkpoint} was trained on images of size {meta.get('image_size')} and zoom "
+                         f"{meta['zoom']}, the model {checkpoint} on size {cfg['image_size']} and zoom {cfg['zoom']}")
     judge = load_judge(judge_checkpoint, device)
     if data is None:
-        data = shapes_split("test", image_size=cfg["image_size"], seed=seed + 2)
+        data = shapes_split("test", image_size=cfg["image_size"], seed=seed + 2, zoom=cfg["zoom"])
     test = _stack(data, ("image", "caption", "colour", "kind", "size", "background", "unseen"), limit=n)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(len(test["caption"]), cfg["nz"], generator=gen).to(device)
@@ -483,6 +497,8 @@ def register(sub):
     t.add_argument("--train-size", type=int, default=6000, help="shapes-world training images (default: 6000)")
     t.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size (default: 32)")
     t.add_argument("--width", type=int, default=32, help="ngf = ndf (default: 32)")
+    t.add_argument("--zoom", type=int, default=1, choices=(1, 2),
+                   help="2: object-centred crops of scenes drawn at twice the size (default: 1)")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam step size of G and S (default: 2e-4)")
     t.add_argument("--lr-d", type=float, default=None, help="Adam step size of D (default: --lr)")
     t.add_argument("--real-label", type=float, default=1.0,
@@ -517,6 +533,8 @@ def register(sub):
     j.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500)")
     j.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     j.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size (default: 32)")
+    j.add_argument("--zoom", type=int, default=1, choices=(1, 2),
+                   help="the zoom of the models it will judge (see train --zoom; default: 1)")
     j.add_argument("--augment", action="store_true",
                    help="train on blurred and noisy copies too (a judge robust to imperfect samples)")
     j.add_argument("--resume", action="store_true", help="continue from the checkpoint")
@@ -539,13 +557,13 @@ def _positive(**kw):
 def _train_cli(args):
     _positive(steps=args.steps, embed_steps=args.embed_steps, style_steps=args.style_steps,
               batch_size=args.batch_size, width=args.width, train_size=args.train_size)
-    data = shapes_split("train", image_size=args.size, n=args.train_size, seed=args.seed)
+    data = shapes_split("train", image_size=args.size, n=args.train_size, seed=args.seed, zoom=args.zoom)
     train(args.out, data=data, steps=args.steps, embed_steps=args.embed_steps, style_steps=args.style_steps,
           batch_size=args.batch_size, lr=args.lr, lr_d=args.lr_d, seed=args.seed, device=resolve_device(args.device),
           resume=args.resume, text_encoder=args.text_encoder, sample_every=args.sample_every,
           checkpoint_every=args.checkpoint_every, variant=args.variant, image_size=args.size,
           ngf=args.width, ndf=args.width, real_label=args.real_label,
-          instance_noise=args.instance_noise, noise_anneal_steps=args.noise_anneal_steps)
+          instance_noise=args.instance_noise, noise_anneal_steps=args.noise_anneal_steps, zoom=args.zoom)
     print(f"wrote {os.path.join(args.out, 'model.pt')}")
     return 0
 
@@ -569,7 +587,7 @@ def _judge_cli(args):
     _positive(steps=args.steps, batch_size=args.batch_size)
     train_judge(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
                 device=resolve_device(args.device), resume=args.resume, image_size=args.size,
-                augment=args.augment)
+                augment=args.augment, zoom=args.zoom)
     print(f"wrote {os.path.join(args.out, 'checkpoint.pt')}")
     return 0
 

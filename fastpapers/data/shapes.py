@@ -354,6 +354,9 @@ class _ShapesDataset(Dataset):
 class ShapesTextToImage(_ShapesDataset):
     """One object per image with ``captions_per_image`` template captions (synonyms included).
 
+    ``zoom`` = 2 draws each scene at twice ``size`` and keeps the ``size`` x ``size`` window
+    centred on the object (see :meth:`_crop_to_object`), so shapes get twice the pixels.
+
     Item: ``image`` (3, S, S) in [0, 1]; ``captions`` (C, L) int64 token ids (``<bos>``..
     ``<eos>``, padded); ``shape``, ``colour``, ``size``, ``style`` int64 labels. The style
     (background) is never in the text. The caption strings are ``dataset.captions[i]``.
@@ -361,14 +364,38 @@ class ShapesTextToImage(_ShapesDataset):
 
     def __init__(self, n: int, *, size: int = 32, split: str = "train", seed: int = 0,
                  held_out: Sequence[Tuple[str, str]] = (), captions_per_image: int = 4,
-                 vocab: Optional[Vocabulary] = None, kinds: Optional[Sequence[str]] = None):
-        super().__init__(n, size=size, min_objects=1, max_objects=1, split=split, seed=seed, held_out=held_out,
-                         max_overlap=0.0, vocab=vocab, kinds=kinds)
+                 vocab: Optional[Vocabulary] = None, kinds: Optional[Sequence[str]] = None, zoom: int = 1):
+        if zoom not in (1, 2):
+            raise ValueError(f"zoom must be 1 or 2 (at 3 a large shape no longer fits the crop), got {zoom!r}")
+        super().__init__(n, size=size * zoom, min_objects=1, max_objects=1, split=split, seed=seed,
+                         held_out=held_out, max_overlap=0.0, vocab=vocab, kinds=kinds)
+        self.zoom = zoom
+        if zoom > 1:
+            self._crop_to_object(size)
         g = torch.Generator().manual_seed(_split_seed(split, seed)[0] + 7)
         self.captions = [caption_variants(*self.batch.objects(i)[0], captions_per_image, g) for i in range(n)]
         flat = [c for caps in self.captions for c in caps]
         ids, _ = self.vocab.encode_batch(flat) if flat else (torch.zeros(0, 2, dtype=torch.long), None)
         self.tokens = ids.view(n, captions_per_image, -1)
+
+    def _crop_to_object(self, size: int) -> None:
+        """Keep a ``size`` x ``size`` window of each (zoom x larger) canvas centred on its object,
+        shifted inwards where it would leave the canvas; boxes move with the window. This is
+        the shapes world's version of the paper's object-centred CUB crops: every shape is
+        drawn at zoom x the resolution, and its size word still tells small from large."""
+        full = self.images.shape[-1]
+        b = self.batch.boxes[:, 0]
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        x0 = (cx - size / 2).round().clamp(0, full - size).long()
+        y0 = (cy - size / 2).round().clamp(0, full - size).long()
+        offs = torch.arange(size)
+        rows = (y0[:, None] + offs[None, :])[:, None, :, None]
+        cols = (x0[:, None] + offs[None, :])[:, None, None, :]
+        n = self.images.shape[0]
+        self.images = self.images[torch.arange(n)[:, None, None, None], torch.arange(3)[None, :, None, None],
+                                  rows, cols].contiguous()
+        shift = torch.stack([x0, y0, x0, y0], 1).to(self.batch.boxes.dtype)
+        self.batch.boxes[:, 0] -= shift
 
     def __getitem__(self, i):
         b = self.batch
