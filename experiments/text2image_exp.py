@@ -58,10 +58,11 @@ def prepare(a):
 
 
 def variant(a):
-    out = os.path.join(a.root, a.name)
+    out = os.path.join(a.root, a.name + a.suffix)
     kw = dict(lr=2e-4, batch_size=64, progress=False, seed=a.seed, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
               variant=a.name, resume=True, sample_every=a.chunk, checkpoint_every=a.chunk, data=_train_data(a),
-              ngf=a.width, ndf=a.width, image_size=a.size, zoom=a.zoom, real_label=a.real_label, lr_d=a.lr_d,
+              ngf=a.width, ndf=a.width, image_size=a.size, zoom=a.zoom, upsample=a.upsample, real_label=a.real_label,
+              lr_d=a.lr_d,
               instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
     log_path = os.path.join(out, "budget.json")
     spent, steps = 0.0, 0
@@ -135,26 +136,26 @@ def report(a):
     rows, grids = {}, []
     z = torch.randn(6, 100, generator=torch.Generator().manual_seed(0))
     for v in a.variants:
-        model = os.path.join(a.root, v, "model.pt")
+        model = os.path.join(a.root, v + a.suffix, "model.pt")
         rows[v] = T.evaluate(model, judge, n=a.eval_n, seed=0, data=test)
         robust = os.path.join(a.root, "judge_robust", "checkpoint.pt")
         if os.path.isfile(robust):  # the judge trained on blurred/noisy copies too (`prepare --robust-judge`)
             again = T.evaluate(model, robust, n=a.eval_n, seed=0, data=test)
             rows[v].update({f"robust_judge/{k}": x for k, x in again.items() if k.startswith(("generated/", "real/"))})
-        with open(os.path.join(a.root, v, "budget.json")) as f:
+        with open(os.path.join(a.root, v + a.suffix, "budget.json")) as f:
             rows[v]["budget"] = json.load(f)
         _, nets = T.load_model(model)
         rows[v].update(colour_probe(nets, test, a.eval_n))
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
     rows["controls"] = style_controls(test, a.eval_n, a.width, a.size)
-    with open(os.path.join(a.root, "metrics.json"), "w") as f:
+    with open(os.path.join(a.root, f"metrics{a.suffix}.json"), "w") as f:
         json.dump(rows, f, indent=1)
     os.makedirs(a.img, exist_ok=True)
     # One figure per variant: one row per caption, 6 noise vectors shared across captions/variants.
     for v, g in zip(a.variants, grids):
         save_grid(g.reshape(-1, *g.shape[2:]), os.path.join(a.img, f"text2image_{v}{a.tag}.png"), nrow=6,
                   value_range=(-1, 1), scale=2)
-    T.transfer(os.path.join(a.root, a.transfer_variant, "model.pt"),
+    T.transfer(os.path.join(a.root, a.transfer_variant + a.suffix, "model.pt"),
                ["a small red circle", "a large blue square", "a big yellow star", "a large green cross"],
                os.path.join(a.img, f"text2image_transfer{a.tag}.png"), n=6, seed=3)
     print(json.dumps(rows, indent=1))
@@ -174,6 +175,8 @@ def main():
     p.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size")
     p.add_argument("--zoom", type=int, default=1, choices=(1, 2),
                    help="2: object-centred crops of scenes drawn at twice the size (fourth session)")
+    p.add_argument("--upsample", default="deconv", choices=("deconv", "resize"), help="G's upsampling")
+    p.add_argument("--suffix", default="", help="variant/report: run folders are <root>/<variant><suffix>")
     p.add_argument("--tag", default="", help="report: suffix of the figure file names")
     p.add_argument("--width", type=int, default=16, help="ngf = ndf of G, D and S")
     p.add_argument("--real-label", type=float, default=1.0, help="D's real target (< 1: one-sided smoothing)")

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 
 from fastpapers.models import text2image as t2i
 from tests.utils import assert_close, assert_raises_naming
@@ -104,9 +105,10 @@ def test_joint_embedding_loss_bad_shapes():
 
 # ---- generator / discriminator ------------------------------------------------------------
 
+@pytest.mark.parametrize("upsample", t2i.UPSAMPLE)
 @pytest.mark.parametrize("size", [32, 64])
-def test_generator_discriminator_shapes(size):
-    g = t2i.Generator(embed_dim=12, nz=10, proj_dim=8, ngf=8, image_size=size)
+def test_generator_discriminator_shapes(size, upsample):
+    g = t2i.Generator(embed_dim=12, nz=10, proj_dim=8, ngf=8, image_size=size, upsample=upsample)
     d = t2i.Discriminator(embed_dim=12, proj_dim=8, ndf=8, image_size=size)
     z, phi = torch.randn(3, 10), torch.randn(3, 12)
     x = g(z, phi)
@@ -115,8 +117,9 @@ def test_generator_discriminator_shapes(size):
     assert d(x, phi).shape == (3,)
 
 
-def test_gradients_reach_every_parameter():
-    g = t2i.Generator(embed_dim=12, nz=10, proj_dim=8, ngf=8, image_size=32)
+@pytest.mark.parametrize("upsample", t2i.UPSAMPLE)
+def test_gradients_reach_every_parameter(upsample):
+    g = t2i.Generator(embed_dim=12, nz=10, proj_dim=8, ngf=8, image_size=32, upsample=upsample)
     d = t2i.Discriminator(embed_dim=12, proj_dim=8, ndf=8, image_size=32)
     z, phi = torch.randn(4, 10), torch.randn(4, 12)
     real = torch.rand(4, 3, 32, 32) * 2 - 1
@@ -147,6 +150,23 @@ def test_model_bad_input():
     assert_raises_naming(ValueError, "phi", g, torch.randn(2, 10), torch.randn(3, 12))
     assert_raises_naming(ValueError, "x", d, torch.randn(2, 3, 64, 64), torch.randn(2, 12))
     assert_raises_naming(ValueError, "image_size", t2i.Generator, image_size=48)
+    assert_raises_naming(ValueError, "upsample", t2i.Generator, image_size=32, upsample="bilinear")
+
+
+def test_resize_generator_makes_no_checkerboard_from_a_flat_code():
+    # The paper's 4x4 stride-2 transposed convolutions give a 2-periodic pattern even when every
+    # channel of their input is constant; nearest-neighbour resizing + a 3x3 conv cannot
+    # (away from the border, a constant input gives a constant output).
+    torch.manual_seed(0)
+    for upsample, periodic in (("deconv", True), ("resize", False)):
+        g = t2i.Generator(embed_dim=12, nz=10, proj_dim=8, ngf=8, image_size=32, upsample=upsample).eval()
+        layer = [m for m in g.net if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d))][-1]
+        flat = torch.ones(1, layer.in_channels, 16, 16)
+        if upsample == "resize":
+            flat = nn.functional.interpolate(flat, scale_factor=2, mode="nearest")
+        out = layer(flat)[0, :, 2:-2, 2:-2]
+        spread = (out - out.mean((1, 2), keepdim=True)).abs().max().item()
+        assert (spread > 1e-4) == periodic, upsample
 
 
 # ---- losses on hand-made logits ------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_instance_noise_reaches_the_discriminator_and_is_logged(tmp_path, pairs)
 
 @pytest.mark.parametrize("key,value", [("real_label", 0.5), ("real_label", 1.2), ("instance_noise", -0.1),
                                        ("noise_anneal_steps", -3), ("noise_anneal_steps", 2.5), ("zoom", 3),
-                                       ("zoom", 0)])
+                                       ("zoom", 0), ("upsample", "bilinear")])
 def test_bad_training_tricks_are_refused_before_training(key, value):
     assert_raises_naming(ValueError, key, t2i_cmd.default_config, **{key: value})
 
@@ -218,8 +218,10 @@ def test_zoomed_run_is_evaluated_and_transferred_on_zoomed_data(tmp_path):
 def test_cli_zoom(tmp_path):
     run = str(tmp_path / "run")
     assert cli.main(["text2image", "train", "--out", run, "--steps", "1", "--embed-steps", "1", "--style-steps", "1",
-                     "--batch-size", "8", "--train-size", "16", "--width", "4", "--zoom", "2"]) == 0
-    assert t2i_cmd.load_model(os.path.join(run, "model.pt"))[0]["zoom"] == 2
+                     "--batch-size", "8", "--train-size", "16", "--width", "4", "--zoom", "2",
+                     "--upsample", "resize"]) == 0
+    cfg, nets = t2i_cmd.load_model(os.path.join(run, "model.pt"))
+    assert cfg["zoom"] == 2 and cfg["upsample"] == "resize" and nets["G"].upsample == "resize"
     judge = str(tmp_path / "judge")
     assert cli.main(["text2image", "judge", "--out", judge, "--steps", "1", "--batch-size", "8", "--zoom", "2"]) == 0
     assert cli.main(["text2image", "eval", "--checkpoint", os.path.join(run, "model.pt"),

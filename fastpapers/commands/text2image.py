@@ -29,7 +29,7 @@ DEFAULT_OUT = os.path.join("runs", "text2image")
 def default_config(**overrides) -> dict:
     cfg = dict(variant="gan-int-cls", image_size=32, nz=100, embed_dim=64, proj_dim=128, ngf=32, ndf=32,
                text_width=128, beta=0.5, interp_weight=1.0, real_label=1.0,
-               instance_noise=0.0, noise_anneal_steps=0, zoom=1)
+               instance_noise=0.0, noise_anneal_steps=0, zoom=1, upsample="deconv")
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:
         raise ValueError(f"unknown text2image config keys {unknown}; known: {sorted(cfg)}")
@@ -43,6 +43,8 @@ def default_config(**overrides) -> dict:
     if not isinstance(cfg["noise_anneal_steps"], int) or cfg["noise_anneal_steps"] < 0:
         raise ValueError(f"noise_anneal_steps (--noise-anneal-steps) must be an int >= 0, "
                          f"got {cfg['noise_anneal_steps']!r}")
+    if cfg["upsample"] not in t2i.UPSAMPLE:
+        raise ValueError(f"upsample (--upsample) must be one of {t2i.UPSAMPLE}, got {cfg['upsample']!r}")
     if cfg["zoom"] not in (1, 2):
         raise ValueError(f"zoom (--zoom) must be 1 or 2, got {cfg['zoom']!r}")
     return cfg
@@ -53,7 +55,8 @@ def build(cfg: dict) -> dict:
     return {
         "text": t2i.CharCNNRNN(cfg["embed_dim"], cfg["text_width"], cfg["text_width"]),
         "image": t2i.ImageEncoder(cfg["embed_dim"], width=cfg["ndf"]),
-        "G": t2i.Generator(cfg["embed_dim"], cfg["nz"], cfg["proj_dim"], cfg["ngf"], cfg["image_size"]),
+        "G": t2i.Generator(cfg["embed_dim"], cfg["nz"], cfg["proj_dim"], cfg["ngf"], cfg["image_size"],
+                           cfg["upsample"]),
         "D": t2i.Discriminator(cfg["embed_dim"], cfg["proj_dim"], cfg["ndf"], cfg["image_size"]),
         "S": t2i.StyleEncoder(cfg["nz"], cfg["ndf"], cfg["image_size"]),
     }
@@ -497,6 +500,8 @@ def register(sub):
     t.add_argument("--train-size", type=int, default=6000, help="shapes-world training images (default: 6000)")
     t.add_argument("--size", type=int, default=32, choices=(32, 64), help="image size (default: 32)")
     t.add_argument("--width", type=int, default=32, help="ngf = ndf (default: 32)")
+    t.add_argument("--upsample", default="deconv", choices=t2i.UPSAMPLE,
+                   help="G's upsampling: deconv (the paper) or resize (nearest x2 + 3x3 conv; default: deconv)")
     t.add_argument("--zoom", type=int, default=1, choices=(1, 2),
                    help="2: object-centred crops of scenes drawn at twice the size (default: 1)")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam step size of G and S (default: 2e-4)")
@@ -563,7 +568,8 @@ def _train_cli(args):
           resume=args.resume, text_encoder=args.text_encoder, sample_every=args.sample_every,
           checkpoint_every=args.checkpoint_every, variant=args.variant, image_size=args.size,
           ngf=args.width, ndf=args.width, real_label=args.real_label,
-          instance_noise=args.instance_noise, noise_anneal_steps=args.noise_anneal_steps, zoom=args.zoom)
+          instance_noise=args.instance_noise, noise_anneal_steps=args.noise_anneal_steps, zoom=args.zoom,
+          upsample=args.upsample)
     print(f"wrote {os.path.join(args.out, 'model.pt')}")
     return 0
 

@@ -195,21 +195,37 @@ def joint_embedding_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, labels: O
 # Generator and discriminator
 # --------------------------------------------------------------------------------------------
 
+UPSAMPLE = ("deconv", "resize")
+
+
 class Generator(nn.Module):
-    """G(z, φ(t)): z (B, nz), phi (B, embed_dim) -> images (B, 3, S, S) in [-1, 1]."""
+    """G(z, φ(t)): z (B, nz), phi (B, embed_dim) -> images (B, 3, S, S) in [-1, 1].
+
+    ``upsample``: "deconv" (the paper: 4×4 stride-2 transposed convolutions) or "resize"
+    (nearest-neighbour ×2 then a 3×3 convolution, Odena et al. 2016): the latter cannot make
+    the checkerboard textures by which D told early samples from the flat shapes world.
+    """
 
     def __init__(self, embed_dim: int = 128, nz: int = 100, proj_dim: int = 128, ngf: int = 64,
-                 image_size: int = 64):
+                 image_size: int = 64, upsample: str = "deconv"):
         super().__init__()
         n_up = _num_halvings(image_size)
-        self.nz, self.embed_dim, self.image_size = nz, embed_dim, image_size
+        if upsample not in UPSAMPLE:
+            raise ValueError(f"upsample must be one of {UPSAMPLE}, got {upsample!r}")
+        self.nz, self.embed_dim, self.image_size, self.upsample = nz, embed_dim, image_size, upsample
         self.project = nn.Sequential(nn.Linear(embed_dim, proj_dim), nn.LeakyReLU(0.2, inplace=True))
         ch = ngf * 2 ** (n_up - 1)
+
+        def up(cin, cout):  # doubles the resolution
+            if upsample == "deconv":
+                return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)]
+            return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=False)]
+
         layers = [nn.ConvTranspose2d(nz + proj_dim, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
         for _ in range(n_up - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            layers += up(ch, ch // 2) + [nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
             ch //= 2
-        layers += [nn.ConvTranspose2d(ch, 3, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += up(ch, 3) + [nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
 
