@@ -61,7 +61,8 @@ def variant(a):
     out = os.path.join(a.root, a.name + a.suffix)
     kw = dict(lr=2e-4, batch_size=64, progress=False, seed=a.seed, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
               variant=a.name, resume=True, sample_every=a.chunk, checkpoint_every=a.chunk, data=_train_data(a),
-              ngf=a.width, ndf=a.width, image_size=a.size, zoom=a.zoom, upsample=a.upsample, real_label=a.real_label,
+              ngf=a.width, ndf=a.width, image_size=a.size, zoom=a.zoom, upsample=a.upsample, wrong_text=a.wrong_text,
+              real_label=a.real_label,
               lr_d=a.lr_d,
               instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
     log_path = os.path.join(out, "budget.json")
@@ -176,6 +177,7 @@ def main():
     p.add_argument("--zoom", type=int, default=1, choices=(1, 2),
                    help="2: object-centred crops of scenes drawn at twice the size (fourth session)")
     p.add_argument("--upsample", default="deconv", choices=("deconv", "resize"), help="G's upsampling")
+    p.add_argument("--wrong-text", default="random", choices=("random", "near"), help="GAN-CLS wrong texts")
     p.add_argument("--suffix", default="", help="variant/report: run folders are <root>/<variant><suffix>")
     p.add_argument("--tag", default="", help="report: suffix of the figure file names")
     p.add_argument("--width", type=int, default=16, help="ngf = ndf of G, D and S")

@@ -247,6 +247,32 @@ def test_mismatched_indices_pick_another_class():
     assert single.tolist() == [1, 2, 0]
 
 
+def test_near_mismatched_indices_differ_in_one_attribute_drawn_uniformly():
+    # Every (colour, shape, size) of 3 x 3 x 2: each row has partners differing in each attribute.
+    attrs = torch.tensor([[c, k, s] for c in range(3) for k in range(3) for s in range(2)])
+    counts = torch.zeros(3)
+    for seed in range(40):
+        j = t2i.near_mismatched_indices(attrs, torch.Generator().manual_seed(seed))
+        diff = attrs[j] != attrs
+        assert (diff.sum(1) == 1).all()
+        counts += diff.sum(0).float()
+    # Each attribute is the differing one about a third of the time (18 rows x 40 draws).
+    assert ((counts / counts.sum() - 1 / 3).abs() < 0.06).all(), counts
+
+
+def test_near_mismatched_indices_fall_back_in_order():
+    # Row 0 has no partner differing only in colour or size, but one differing only in shape
+    # (row 1); whatever attribute is drawn, it must get row 1.
+    attrs = torch.tensor([[0, 0, 0], [0, 1, 0], [1, 2, 1]])
+    for seed in range(10):
+        assert int(t2i.near_mismatched_indices(attrs, torch.Generator().manual_seed(seed))[0]) == 1
+        # Row 2 differs from every row in more than one attribute: any other row will do.
+        assert int(t2i.near_mismatched_indices(attrs, torch.Generator().manual_seed(seed))[2]) in (0, 1)
+    alike = torch.tensor([[1, 2, 0]] * 3)
+    assert t2i.near_mismatched_indices(alike).tolist() == [1, 2, 0]
+    assert_raises_naming(ValueError, "attributes", t2i.near_mismatched_indices, torch.zeros(4, dtype=torch.long))
+
+
 # ---- style encoder -------------------------------------------------------------------------
 
 def test_style_encoder_learns_z_and_leaves_g_alone():

@@ -84,7 +84,8 @@ def test_instance_noise_reaches_the_discriminator_and_is_logged(tmp_path, pairs)
 
 @pytest.mark.parametrize("key,value", [("real_label", 0.5), ("real_label", 1.2), ("instance_noise", -0.1),
                                        ("noise_anneal_steps", -3), ("noise_anneal_steps", 2.5), ("zoom", 3),
-                                       ("zoom", 0), ("upsample", "bilinear")])
+                                       ("zoom", 0), ("upsample", "bilinear"),
+                                       ("wrong_text", "hard")])
 def test_bad_training_tricks_are_refused_before_training(key, value):
     assert_raises_naming(ValueError, key, t2i_cmd.default_config, **{key: value})
 
@@ -94,6 +95,16 @@ def test_variants_train(tmp_path, pairs, variant):
     _train(tmp_path, pairs, steps=1, variant=variant)
     cfg, nets = t2i_cmd.load_model(str(tmp_path / "model.pt"))
     assert cfg["variant"] == variant
+
+
+def test_near_wrong_texts_are_what_the_discriminator_is_shown(tmp_path, pairs, monkeypatch):
+    from fastpapers.models import text2image as t2i
+    calls = []
+    real = t2i.near_mismatched_indices
+    monkeypatch.setattr(t2i, "near_mismatched_indices", lambda attrs, *a: calls.append(attrs) or real(attrs, *a))
+    _train(tmp_path, pairs, steps=2, variant="gan-cls", wrong_text="near", upsample="resize")
+    assert len(calls) == 2 and calls[0].shape == (8, 3)
+    assert t2i_cmd.load_model(str(tmp_path / "model.pt"))[0]["wrong_text"] == "near"
 
 
 def test_sample_transfer_and_shared_text_encoder(tmp_path, pairs):

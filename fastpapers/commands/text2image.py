@@ -21,6 +21,9 @@ from ._common import add_common, resolve_device, seed_everything
 
 VARIANTS = {"gan": (0.0, False), "gan-cls": (0.5, False), "gan-int": (0.0, True), "gan-int-cls": (0.5, True)}
 STAGES = ("embed", "gan", "style")
+# GAN-CLS's wrong texts: "random" (the paper: any caption of another class) or "near" (a
+# caption that differs in exactly one of colour, shape and size: t2i.near_mismatched_indices).
+WRONG_TEXT = ("random", "near")
 
 
 # Where `fastpapers text2image train` writes its run unless --out says otherwise.
@@ -29,7 +32,8 @@ DEFAULT_OUT = os.path.join("runs", "text2image")
 def default_config(**overrides) -> dict:
     cfg = dict(variant="gan-int-cls", image_size=32, nz=100, embed_dim=64, proj_dim=128, ngf=32, ndf=32,
                text_width=128, beta=0.5, interp_weight=1.0, real_label=1.0,
-               instance_noise=0.0, noise_anneal_steps=0, zoom=1, upsample="deconv")
+               instance_noise=0.0, noise_anneal_steps=0, zoom=1, upsample="deconv",
+               wrong_text="random")
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:
         raise ValueError(f"unknown text2image config keys {unknown}; known: {sorted(cfg)}")
@@ -45,6 +49,8 @@ def default_config(**overrides) -> dict:
                          f"got {cfg['noise_anneal_steps']!r}")
     if cfg["upsample"] not in t2i.UPSAMPLE:
         raise ValueError(f"upsample (--upsample) must be one of {t2i.UPSAMPLE}, got {cfg['upsample']!r}")
+    if cfg["wrong_text"] not in WRONG_TEXT:
+        raise ValueError(f"wrong_text (--wrong-text) must be one of {WRONG_TEXT}, got {cfg['wrong_text']!r}")
     if cfg["zoom"] not in (1, 2):
         raise ValueError(f"zoom (--zoom) must be 1 or 2, got {cfg['zoom']!r}")
     return cfg
@@ -229,7 +235,11 @@ def train(out: str, *, steps: int = 3000, embed_steps: int = 1000, style_steps: 
         fake = g(z, phi)
         real_wrong = None
         if cls_weight > 0:
-            wrong = phi[t2i.mismatched_indices(batch["label"].cpu()).to(tr.device)]
+            if cfg["wrong_text"] == "near":
+                attrs = torch.stack([batch[k].cpu() for k in ("colour", "kind", "size")], 1)
+                wrong = phi[t2i.near_mismatched_indices(attrs).to(tr.device)]
+            else:
+                wrong = phi[t2i.mismatched_indices(batch["label"].cpu()).to(tr.device)]
             real_wrong = d(noisy(x), wrong)
         loss_d = t2i.discriminator_loss(d(noisy(x), phi), d(noisy(fake.detach()), phi), real_wrong, cls_weight,
                                         cfg["real_label"])
@@ -502,6 +512,8 @@ def register(sub):
     t.add_argument("--width", type=int, default=32, help="ngf = ndf (default: 32)")
     t.add_argument("--upsample", default="deconv", choices=t2i.UPSAMPLE,
                    help="G's upsampling: deconv (the paper) or resize (nearest x2 + 3x3 conv; default: deconv)")
+    t.add_argument("--wrong-text", default="random", choices=WRONG_TEXT,
+                   help="GAN-CLS wrong texts: random (the paper) or near (differs in one attribute; default: random)")
     t.add_argument("--zoom", type=int, default=1, choices=(1, 2),
                    help="2: object-centred crops of scenes drawn at twice the size (default: 1)")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam step size of G and S (default: 2e-4)")
@@ -569,7 +581,7 @@ def _train_cli(args):
           checkpoint_every=args.checkpoint_every, variant=args.variant, image_size=args.size,
           ngf=args.width, ndf=args.width, real_label=args.real_label,
           instance_noise=args.instance_noise, noise_anneal_steps=args.noise_anneal_steps, zoom=args.zoom,
-          upsample=args.upsample)
+          upsample=args.upsample, wrong_text=args.wrong_text)
     print(f"wrote {os.path.join(args.out, 'model.pt')}")
     return 0
 

@@ -353,6 +353,31 @@ def mismatched_indices(labels: torch.Tensor, generator: Optional[torch.Generator
     return torch.where(other.any(1), pick, fallback)
 
 
+def near_mismatched_indices(attributes: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Hard "wrong texts" for GAN-CLS: for each row i, a row j whose attributes differ from row
+    i's in exactly one attribute, that attribute drawn uniformly per row.
+
+    attributes: (B, A) int64, one column per attribute (e.g. colour, shape, size). Where no row
+    differs in just the drawn attribute, any row differing in exactly one attribute is taken;
+    failing that, any row with other attributes; failing that (every row alike), the next row.
+    With random wrong texts most pairs differ in colour, which D reads at a glance; here a
+    third of them differ only in shape, so D must check the shape against the text.
+    """
+    if attributes.dim() != 2 or attributes.shape[1] < 1:
+        raise ValueError(f"attributes must be (B, A) with A >= 1, got shape {tuple(attributes.shape)}")
+    b, a = attributes.shape
+    dev = attributes.device
+    diff = attributes[:, None, :] != attributes[None, :, :]                     # (B, B, A)
+    one = diff.sum(-1) == 1
+    which = torch.randint(a, (b,), generator=generator).to(dev)
+    wanted = one & diff.gather(2, which[:, None, None].expand(b, b, 1))[..., 0]
+    tier = wanted.long() + one.long() + diff.any(-1).long()                      # 3, 2, 1 or 0
+    score = tier.to(torch.float32) + torch.rand(b, b, generator=generator).to(dev)
+    pick = score.argmax(1)
+    fallback = (torch.arange(b, device=dev) + 1) % max(b, 1)
+    return torch.where(diff.any(-1).any(1), pick, fallback)
+
+
 # --------------------------------------------------------------------------------------------
 # Style encoder
 # --------------------------------------------------------------------------------------------
