@@ -55,6 +55,31 @@ def prepare(a):
     # Only the text encoder of this run is used (GAN and style stages: one step each).
     T.train(os.path.join(a.root, "embedding"), steps=1, style_steps=1, embed_steps=a.embed_steps, batch_size=64,
             progress=False, resume=True, data=_train_data(a), ngf=32, ndf=32, image_size=a.size, zoom=a.zoom, **TEXT)
+    sep = text_separation(os.path.join(a.root, "embedding", "model.pt"))
+    with open(os.path.join(a.root, "embedding", "separation.json"), "w") as f:
+        json.dump(sep, f, indent=1)
+    print(json.dumps(sep, indent=1))
+
+
+@torch.no_grad()
+def text_separation(model, per_class=20):
+    """How far apart φ puts captions that differ in one attribute: the mean distance between the
+    centroids (over ``per_class`` template captions) of classes differing only in size, only
+    in colour, only in shape. The fourth session found the 600-step encoder put circle and
+    square captions 0.0-0.2 apart (colour: 2.0), so no G could draw the shape it was asked."""
+    from fastpapers.data.shapes import COLOURS, SHAPES, SIZES, caption_variants
+    _, nets = T.load_model(model)
+    g = torch.Generator().manual_seed(0)
+    classes = [(s, c, k) for s in SIZES for c in COLOURS for k in SHAPES]
+    cent = torch.stack([nets["text"].embed(caption_variants(s, c, k, per_class, g)).mean(0) for s, c, k in classes])
+    dist = torch.cdist(cent, cent)
+    res = {}
+    for ai, name in enumerate(("size", "colour", "kind")):
+        vals = [dist[i, j] for i in range(len(classes)) for j in range(len(classes))
+                if classes[i][ai] != classes[j][ai] and sum(x != y for x, y in zip(classes[i], classes[j])) == 1]
+        res[f"text/centroid_distance_{name}"] = torch.stack(vals).mean().item()
+    res["text/norm"] = cent.norm(dim=1).mean().item()
+    return res
 
 
 def variant(a):
@@ -149,6 +174,7 @@ def report(a):
         rows[v].update(colour_probe(nets, test, a.eval_n))
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
     rows["controls"] = style_controls(test, a.eval_n, a.width, a.size)
+    rows["text_encoder"] = text_separation(os.path.join(a.root, "embedding", "model.pt"))
     with open(os.path.join(a.root, f"metrics{a.suffix}.json"), "w") as f:
         json.dump(rows, f, indent=1)
     os.makedirs(a.img, exist_ok=True)
