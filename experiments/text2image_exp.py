@@ -33,6 +33,8 @@ from fastpapers.commands import text2image as T  # noqa: E402
 
 VARIANTS = ["gan", "gan-cls", "gan-int", "gan-int-cls"]
 TEXT = dict(embed_dim=64, text_width=96)
+# One caption per shape in two colours: does the caption's shape change the drawing?
+SHAPE_ROWS = [f"a large {c} {k}" for c in ("green", "orange") for k in ("circle", "square", "triangle", "star", "cross")]
 PREVIEW = ["a small red circle", "a large blue square", "a big yellow star", "a large green cross",
            "a little orange triangle",
            # held-out colour-shape pairs: never seen in training
@@ -155,12 +157,28 @@ def style_controls(test, n, width, size):
             "style/auc_background_untrained_S": t2i.pairwise_auc(untrained, items["background"])}
 
 
+def shape_confusion(nets, test, n, judge_path):
+    """Caption shape (rows) against the shape a judge reads in G's drawing (columns), for the
+    test captions; written to the metrics as a nested list (SHAPES order)."""
+    from fastpapers.data.shapes import SHAPES
+    if not os.path.isfile(judge_path):
+        return {}
+    items = T._stack(test, ("caption", "kind"), limit=n)
+    z = torch.randn(len(items["caption"]), 100, generator=torch.Generator().manual_seed(0))
+    pred = T._predict(T.load_judge(judge_path), T.generate(nets, items["caption"], z))["kind"]
+    conf = torch.zeros(len(SHAPES), len(SHAPES), dtype=torch.long)
+    conf.index_put_((items["kind"], pred), torch.ones_like(pred), accumulate=True)
+    return {"robust_judge/shape_confusion": conf.tolist()}
+
+
 def report(a):
     from fastpapers.viz import save_grid
     judge = os.path.join(a.root, "judge", "checkpoint.pt")
     test = T.shapes_split("test", image_size=a.size, n=a.eval_n, seed=5, zoom=a.zoom)
     rows, grids = {}, []
     z = torch.randn(6, 100, generator=torch.Generator().manual_seed(0))
+    z8 = torch.randn(8, 100, generator=torch.Generator().manual_seed(1))
+    os.makedirs(a.img, exist_ok=True)
     for v in a.variants:
         model = os.path.join(a.root, v + a.suffix, "model.pt")
         rows[v] = T.evaluate(model, judge, n=a.eval_n, seed=0, data=test)
@@ -173,6 +191,10 @@ def report(a):
         _, nets = T.load_model(model)
         rows[v].update(colour_probe(nets, test, a.eval_n))
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
+        rows[v].update(shape_confusion(nets, test, a.eval_n, os.path.join(a.root, "judge_robust", "checkpoint.pt")))
+        shape_rows = torch.cat([T.generate(nets, [c] * 8, z8) for c in SHAPE_ROWS])
+        save_grid(shape_rows, os.path.join(a.img, f"text2image_{v}{a.tag}_shapes.png"), nrow=8, value_range=(-1, 1),
+                  scale=2)
     rows["controls"] = style_controls(test, a.eval_n, a.width, a.size)
     rows["text_encoder"] = text_separation(os.path.join(a.root, "embedding", "model.pt"))
     with open(os.path.join(a.root, f"metrics{a.suffix}.json"), "w") as f:
