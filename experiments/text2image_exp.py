@@ -8,7 +8,11 @@ Run (each stage is resumable; run the variants one or two at a time, one thread 
 
 with the third session's recipe RECIPE="--width 32 --train-size 20000 --instance-noise 0.3
 --noise-anneal-steps 3000 --cpu-budget 1400" (the first sessions' runs: --width 16, 4000
-images, no instance noise, 360 and 720 CPU s). The judge and text encoder of a root may be
+images, no instance noise, 360 and 720 CPU s). The fourth session's runs (shapes drawn):
+``prepare --robust-judge --zoom 2 --train-size 20000 --embed-steps 8000 --root runs/t2i_e3k``,
+then ``variant <name> $RECIPE --zoom 2 --upsample resize --suffix _resize --root runs/t2i_e3k``
+(and ``--wrong-text near --suffix _resize_near`` for GAN-CLS), ``report`` with the same
+--root, --zoom, --suffix and a --tag. The judge and text encoder of a root may be
 reused across recipes (they do not depend on the GAN).
 
 Equal budget: a variant trains its GAN in chunks (each resumes the last checkpoint
