@@ -183,10 +183,10 @@ def report(a):
     z = torch.randn(6, 100, generator=torch.Generator().manual_seed(0))
     z8 = torch.randn(8, 100, generator=torch.Generator().manual_seed(1))
     os.makedirs(a.img, exist_ok=True)
+    robust = os.path.join(a.root, "judge_robust", "checkpoint.pt")
     for v in a.variants:
         model = os.path.join(a.root, v + a.suffix, "model.pt")
         rows[v] = T.evaluate(model, judge, n=a.eval_n, seed=0, data=test)
-        robust = os.path.join(a.root, "judge_robust", "checkpoint.pt")
         if os.path.isfile(robust):  # the judge trained on blurred/noisy copies too (`prepare --robust-judge`)
             again = T.evaluate(model, robust, n=a.eval_n, seed=0, data=test)
             rows[v].update({f"robust_judge/{k}": x for k, x in again.items() if k.startswith(("generated/", "real/"))})
@@ -195,7 +195,7 @@ def report(a):
         _, nets = T.load_model(model)
         rows[v].update(colour_probe(nets, test, a.eval_n))
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
-        rows[v].update(shape_confusion(nets, test, a.eval_n, os.path.join(a.root, "judge_robust", "checkpoint.pt")))
+        rows[v].update(shape_confusion(nets, test, a.eval_n, robust))
         shape_rows = torch.cat([T.generate(nets, [c] * 8, z8) for c in SHAPE_ROWS])
         save_grid(shape_rows, os.path.join(a.img, f"text2image_{v}{a.tag}_shapes.png"), nrow=8, value_range=(-1, 1),
                   scale=2)
@@ -203,7 +203,6 @@ def report(a):
     rows["text_encoder"] = text_separation(os.path.join(a.root, "embedding", "model.pt"))
     with open(os.path.join(a.root, f"metrics{a.suffix}.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    os.makedirs(a.img, exist_ok=True)
     # One figure per variant: one row per caption, 6 noise vectors shared across captions/variants.
     for v, g in zip(a.variants, grids):
         save_grid(g.reshape(-1, *g.shape[2:]), os.path.join(a.img, f"text2image_{v}{a.tag}.png"), nrow=6,

@@ -194,7 +194,7 @@ def test_demo_uses_the_model_trained_in_the_default_folder(tmp_path, pairs, monk
     assert sorted(os.listdir(tmp_path / "out")) == ["text2image_samples.png", "text2image_transfer.png"]
 
 
-def test_zoomed_run_is_evaluated_and_transferred_on_zoomed_data(tmp_path):
+def test_zoomed_run_is_evaluated_and_transferred_on_zoomed_data(tmp_path, monkeypatch):
     import json
     zoomed = t2i_cmd.shapes_split("train", image_size=32, n=24, seed=0, zoom=2)
     plain = t2i_cmd.shapes_split("train", image_size=32, n=24, seed=0)
@@ -216,11 +216,9 @@ def test_zoomed_run_is_evaluated_and_transferred_on_zoomed_data(tmp_path):
     # Without queries, transfer draws them from the zoomed test split of the model's config.
     seen = {}
     real_split = t2i_cmd.shapes_split
-    t2i_cmd.shapes_split = lambda *a, **kw: seen.update(kw) or real_split(*a, **kw)
-    try:
-        t2i_cmd.transfer(model, ["small red star"], str(tmp_path / "t.png"), n=2)
-    finally:
-        t2i_cmd.shapes_split = real_split
+    monkeypatch.setattr(t2i_cmd, "shapes_split", lambda *a, **kw: seen.update(kw) or real_split(*a, **kw))
+    t2i_cmd.transfer(model, ["small red star"], str(tmp_path / "t.png"), n=2)
+    monkeypatch.undo()
     assert seen["zoom"] == 2
     # Resuming with the other zoom is refused and names it.
     assert_raises_naming(ValueError, "zoom", _train, tmp_path / "run", zoomed, steps=2, resume=True, zoom=1)

@@ -355,7 +355,7 @@ class ShapesTextToImage(_ShapesDataset):
     """One object per image with ``captions_per_image`` template captions (synonyms included).
 
     ``zoom`` = 2 draws each scene at twice ``size`` and keeps the ``size`` x ``size`` window
-    centred on the object (see :meth:`_crop_to_object`), so shapes get twice the pixels.
+    centred on the object (see :meth:`_crop_to_object`): shapes at twice the resolution.
 
     Item: ``image`` (3, S, S) in [0, 1]; ``captions`` (C, L) int64 token ids (``<bos>``..
     ``<eos>``, padded); ``shape``, ``colour``, ``size``, ``style`` int64 labels. The style
@@ -369,7 +369,6 @@ class ShapesTextToImage(_ShapesDataset):
             raise ValueError(f"zoom must be 1 or 2 (at 3 a large shape no longer fits the crop), got {zoom!r}")
         super().__init__(n, size=size * zoom, min_objects=1, max_objects=1, split=split, seed=seed,
                          held_out=held_out, max_overlap=0.0, vocab=vocab, kinds=kinds)
-        self.zoom = zoom
         if zoom > 1:
             self._crop_to_object(size)
         g = torch.Generator().manual_seed(_split_seed(split, seed)[0] + 7)
