@@ -88,8 +88,7 @@ def _x86_has_avx2():
 ext_modules, cmdclass = extensions()
 
 setup(
-    packages=find_packages(include=["fastpapers", "fastpapers.*"]) + ["fastpapers.kernels"],
-    package_dir={"fastpapers.kernels": "kernels"},
+    packages=find_packages(include=["fastpapers", "fastpapers.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     package_data={"fastpapers": ["data/assets/*"]},

@@ -33,6 +33,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from .._ext import require_ext
+from ._registry import when_built
 from ._validate import check_float, check_tensor
 
 __all__ = ["beam_search_step", "beam_search", "greedy_search", "sample", "BeamSearchOutput", "GenerationOutput"]
@@ -121,13 +122,6 @@ def _register():
 
     torch.library.impl("fastpapers::beam_search_step", "CUDA")(_cuda)
 
-
-try:
-    require_ext("beam_search_step")
-except Exception:  # the error is raised, with the build hint, when the op is called
-    pass
-else:
-    _register()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,3 +523,6 @@ def sample(step_fn: Callable, input_ids: torch.Tensor, state=None, *, max_length
 
     return _decode_loop(step_fn, input_ids, state, max_length, eos, pad_token_id, min_length,
                         no_repeat_ngram_size, choose)
+
+
+when_built(_register)

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import torch
 
 from .._ext import require_ext
+from ._registry import HAS_TRITON, when_built
 from ._validate import check_float, check_same_device, check_same_dtype, check_tensor
 
 __all__ = ["gram_matrix", "style_loss", "StyleLoss"]
@@ -324,8 +325,7 @@ def _register():
     torch.library.register_autograd(lib + "style_loss_backward", loss_bwd_backward,
                                     setup_context=loss_bwd_setup)
 
-    from .. import kernels
-    if kernels.HAS_TRITON:
+    if HAS_TRITON:
         _register_cuda()
 
 
@@ -362,9 +362,4 @@ def _register_cuda():
         return out
 
 
-try:
-    require_ext("gram_matrix")
-except Exception:  # the error is raised, with the build hint, when an op is called
-    pass
-else:
-    _register()
+when_built(_register)

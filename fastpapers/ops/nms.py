@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .._ext import require_ext
+from ._registry import when_built
 from ._validate import check_finite, check_float, check_range, check_same_device, check_same_dtype, check_tensor
 
 __all__ = ["nms", "batched_nms"]
@@ -113,9 +114,4 @@ def _register_fakes():
         torch.library.register_fake(f"fastpapers::{name}")(_fake)
 
 
-try:
-    require_ext("nms")
-except Exception:  # the error is raised, with the build hint, when an op is called
-    pass
-else:
-    _register_fakes()
+when_built(_register_fakes)

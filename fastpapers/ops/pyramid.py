@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .._ext import require_ext
+from ._registry import HAS_TRITON, when_built
 from ..reference.pyramid import halving_sizes
 from ._validate import check_float, check_same_device, check_same_dtype, check_size_pair
 
@@ -308,8 +309,7 @@ def _register():
     torch.library.register_autograd(_NS + "laplacian_reconstruct_backward", rec_double_backward,
                                     setup_context=rec_backward_setup)
 
-    from .. import kernels
-    if kernels.HAS_TRITON:
+    if HAS_TRITON:
         _register_cuda()
 
 
@@ -339,9 +339,4 @@ def _register_cuda():
     torch.library.impl(_NS + "laplacian_reconstruct_backward", "CUDA")(K.laplacian_reconstruct_backward)
 
 
-try:
-    require_ext("pyr_down")
-except Exception:  # the error is raised, with the build hint, when an op is called
-    pass
-else:
-    _register()
+when_built(_register)

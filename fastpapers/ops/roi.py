@@ -20,6 +20,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 
 from .._ext import require_ext
+from ._registry import when_built
 from ._validate import check_finite, check_float, check_same_device, check_same_dtype, check_size_pair, check_tensor
 
 __all__ = ["roi_bilinear", "roi_align"]
@@ -191,9 +192,4 @@ def _register():
     torch.library.register_autograd(lib + "roi_align", _align_backward, setup_context=_align_setup)
 
 
-try:
-    require_ext("roi_bilinear")
-except Exception:  # the error is raised, with the build hint, when an op is called
-    pass
-else:
-    _register()
+when_built(_register)
