@@ -38,7 +38,7 @@ def test_caffe_preprocessing_round_trip(net):
     img = torch.rand(1, 3, 8, 9)
     x = net.preprocess(img)
     # BGR, 0-255, HED's mean subtracted.
-    torch.testing.assert_close(x[0, 0], img[0, 2] * 255 - ns.HED_MEAN_BGR[0])
+    torch.testing.assert_close(x[0, 0], img[0, 2] * 255 - ns.HED_BGR_MEAN[0])
     torch.testing.assert_close(net.deprocess(x), img, rtol=1e-5, atol=1e-5)
 
 

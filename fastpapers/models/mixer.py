@@ -8,7 +8,7 @@ is [embedding of the previous token, previous attention context]; the output lay
 init, as Mixer.lua) read the *detached* decoder state, so no gradient from the baseline reaches
 the RNN. Decoding goes through :func:`fastpapers.ops.greedy_search` / :func:`beam_search`.
 
-Training algorithms (:func:`sequence_loss` with ``algo=``):
+Training criteria, one function each (:func:`sequence_loss` picks one by ``algo=``):
 
 - ``xent``: teacher forcing, token cross-entropy.
 - ``dad``: "data as demonstrator" / scheduled sampling: each step feeds the model's own sample
@@ -39,7 +39,8 @@ from torch import nn
 
 from ..ops import beam_search, greedy_search
 
-__all__ = ["MixerConfig", "MixerModel", "sequence_loss", "mixer_schedule", "dad_probability", "ALGOS",
+__all__ = ["MixerConfig", "MixerModel", "sequence_loss", "xent_loss", "dad_loss", "e2e_loss", "reinforce_loss",
+           "mixer_loss", "mixer_schedule", "dad_probability", "ALGOS",
            "bleu_reward", "rouge_reward", "collate_pairs", "train", "evaluate", "save_model", "load_model"]
 
 ALGOS = ("xent", "dad", "e2e", "reinforce", "mixer")
@@ -196,57 +197,67 @@ def dad_probability(step: int, total: int, max_p: float = 0.25) -> float:
     return max_p * min(1.0, step / max(1, total))
 
 
-def sequence_loss(model: MixerModel, src, tgt, *, algo: str, reward_fn=None, refs=None, xent_steps: int = 0,
-                  dad_p: float = 0.0, e2e_k: int = 10, xent_weight: float = 0.5, baseline_weight: float = 0.1,
-                  generator=None):
-    """Training loss of one batch.
+# ---------------------------------------------------------------------------------------------
+# The four training criteria (Section 3 of the paper) and MIXER, which composes two of them
+# ---------------------------------------------------------------------------------------------
 
-    Args:
-        src: (B, S) source ids. tgt: (B, T) reference ids ending with EOS, pad after.
-        algo: one of ALGOS.
-        reward_fn: ``(hyp_ids [B, L] padded, refs) -> rewards [B]`` (REINFORCE / MIXER).
-        refs: whatever ``reward_fn`` takes as references.
-        xent_steps: MIXER's s: XENT on the first s target tokens, REINFORCE after.
-        dad_p: DAD's probability of feeding a sample. e2e_k: E2E's top-k.
-        xent_weight: weight of the XENT part while mixing (0.5 in the reference code).
-        baseline_weight: weight of the baselines' squared error.
-
-    Returns:
-        (loss, logs) where logs is a dict of detached scalars.
-    """
-    if algo not in ALGOS:
-        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
-    if algo in ("reinforce", "mixer") and reward_fn is None:
-        raise ValueError(f"reward_fn is required for algo={algo!r}")
+def _fed_unroll(model: MixerModel, src, tgt, feed: Callable):
+    """Token cross-entropy of the decoder unrolled over the reference length, where
+    ``feed(t, logits)`` gives the embedding fed at step t + 1 (XENT, DAD and E2E differ only
+    there). Mean over non-pad target tokens."""
     cfg = model.cfg
     B, T = tgt.shape
-    if algo == "mixer" and xent_steps >= T:
-        algo = "xent"  # the schedule's first phase: the whole sequence is teacher-forced
+    state = model.encode(src)
+    x = model.tgt_emb(torch.full((B,), cfg.bos_id, dtype=torch.long, device=src.device))
+    ce = []
+    for t in range(T):
+        logits, state = model.step_embedded(x, state)
+        ce.append(F.cross_entropy(logits, tgt[:, t], ignore_index=cfg.pad_id, reduction="none"))
+        if t + 1 < T:
+            x = feed(t, logits)
+    loss = torch.stack(ce, 1).sum() / (tgt != cfg.pad_id).sum().clamp(min=1)
+    return loss, {"xent": loss.detach()}
+
+
+def xent_loss(model: MixerModel, src, tgt):
+    """XENT: teacher forcing, the reference token is fed at every step."""
+    return _fed_unroll(model, src, tgt, lambda t, logits: model.tgt_emb(tgt[:, t]))
+
+
+def dad_loss(model: MixerModel, src, tgt, *, p: float, generator=None):
+    """DAD ("data as demonstrator", scheduled sampling): each step feeds the model's own sample
+    instead of the reference token with probability ``p``."""
+    def feed(t, logits):
+        sampled = torch.multinomial(torch.softmax(logits.detach(), -1), 1, generator=generator)[:, 0]
+        use = torch.rand(tgt.shape[0], device=src.device, generator=generator) < p
+        return model.tgt_emb(torch.where(use, sampled, tgt[:, t]))
+    return _fed_unroll(model, src, tgt, feed)
+
+
+def e2e_loss(model: MixerModel, src, tgt, *, k: int = 10):
+    """E2E: each step feeds the average of the top-``k`` embeddings of the previous
+    distribution, weighted by their renormalised probabilities; the gradient flows through
+    the weights."""
+    def feed(t, logits):
+        prob = torch.softmax(logits, -1)
+        w, idx = prob.topk(min(k, prob.shape[1]), -1)
+        w = w / w.sum(-1, keepdim=True)
+        return torch.einsum("bk,bke->be", w, model.tgt_emb(idx))
+    return _fed_unroll(model, src, tgt, feed)
+
+
+def reinforce_loss(model: MixerModel, src, tgt, *, reward_fn, refs, xent_steps: int = 0, xent_weight: float = 0.5,
+                   baseline_weight: float = 0.1, generator=None):
+    """REINFORCE on sampled continuations: the first ``xent_steps`` target tokens are teacher
+    forced (their cross-entropy weighted by ``xent_weight``), the rest of the sequence is
+    sampled, rewarded once at the end by ``reward_fn(hyp, refs)``, and trained with
+    ``-(R - r_hat_t) log p(w_t)`` plus the baselines' squared error (``baseline_weight``)."""
+    cfg = model.cfg
+    B, T = tgt.shape
     state = model.encode(src)
     x = model.tgt_emb(torch.full((B,), cfg.bos_id, dtype=torch.long, device=src.device))
     nonpad = tgt != cfg.pad_id
-    if algo in ("xent", "dad", "e2e"):
-        ce = []
-        for t in range(T):
-            logits, state = model.step_embedded(x, state)
-            ce.append(F.cross_entropy(logits, tgt[:, t], ignore_index=cfg.pad_id, reduction="none"))
-            if t + 1 == T:
-                break
-            if algo == "xent":
-                x = model.tgt_emb(tgt[:, t])
-            elif algo == "dad":
-                sampled = torch.multinomial(torch.softmax(logits.detach(), -1), 1, generator=generator)[:, 0]
-                use = torch.rand(B, device=src.device, generator=generator) < dad_p
-                x = model.tgt_emb(torch.where(use, sampled, tgt[:, t]))
-            else:
-                p = torch.softmax(logits, -1)
-                w, idx = p.topk(min(e2e_k, p.shape[1]), -1)
-                w = w / w.sum(-1, keepdim=True)
-                x = torch.einsum("bk,bke->be", w, model.tgt_emb(idx))
-        loss = torch.stack(ce, 1).sum() / nonpad.sum().clamp(min=1)
-        return loss, {"xent": loss.detach()}
-
-    s = 0 if algo == "reinforce" else min(int(xent_steps), T)
+    s = min(int(xent_steps), T)
     ce = []
     for t in range(s):
         logits, state = model.step_embedded(x, state)
@@ -281,6 +292,51 @@ def sequence_loss(model: MixerModel, src, tgt, *, algo: str, reward_fn=None, ref
     xent = torch.stack(ce, 1).sum() / nonpad[:, :s].sum().clamp(min=1) if ce else reward.new_zeros(())
     loss = rl + baseline_weight * base_loss + (xent_weight * xent if ce else 0.0)
     return loss, {"reward": reward.mean(), "baseline_mse": base_loss.detach(), "xent": xent.detach()}
+
+
+def mixer_loss(model: MixerModel, src, tgt, *, xent_steps: int, reward_fn, refs, xent_weight: float = 0.5,
+               baseline_weight: float = 0.1, generator=None):
+    """MIXER: XENT on the first ``xent_steps`` (s) target tokens and REINFORCE on the rest; s
+    is annealed from T to 0 by :func:`mixer_schedule`. While s covers the whole target, the
+    step is plain XENT (the schedule's first phase)."""
+    if xent_steps >= tgt.shape[1]:
+        return xent_loss(model, src, tgt)
+    return reinforce_loss(model, src, tgt, reward_fn=reward_fn, refs=refs, xent_steps=xent_steps,
+                          xent_weight=xent_weight, baseline_weight=baseline_weight, generator=generator)
+
+
+def sequence_loss(model: MixerModel, src, tgt, *, algo: str, reward_fn=None, refs=None, xent_steps: int = 0,
+                  dad_p: float = 0.0, e2e_k: int = 10, xent_weight: float = 0.5, baseline_weight: float = 0.1,
+                  generator=None):
+    """Training loss of one batch under ``algo`` (one of ALGOS): the criterion functions above
+    with the options each one takes.
+
+    Args:
+        src: (B, S) source ids. tgt: (B, T) reference ids ending with EOS, pad after.
+        reward_fn: ``(hyp_ids [B, L] padded, refs) -> rewards [B]`` (REINFORCE / MIXER).
+        refs: whatever ``reward_fn`` takes as references.
+        xent_steps: MIXER's s. dad_p: DAD's probability of feeding a sample. e2e_k: E2E's top-k.
+        xent_weight: weight of the XENT part while mixing (0.5 in the reference code).
+        baseline_weight: weight of the baselines' squared error.
+
+    Returns:
+        (loss, logs) where logs is a dict of detached scalars.
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    if algo in ("reinforce", "mixer") and reward_fn is None:
+        raise ValueError(f"reward_fn is required for algo={algo!r}")
+    if algo == "xent":
+        return xent_loss(model, src, tgt)
+    if algo == "dad":
+        return dad_loss(model, src, tgt, p=dad_p, generator=generator)
+    if algo == "e2e":
+        return e2e_loss(model, src, tgt, k=e2e_k)
+    rl = dict(reward_fn=reward_fn, refs=refs, xent_weight=xent_weight, baseline_weight=baseline_weight,
+              generator=generator)
+    if algo == "reinforce":
+        return reinforce_loss(model, src, tgt, **rl)
+    return mixer_loss(model, src, tgt, xent_steps=xent_steps, **rl)
 
 
 def _cut_at_eos(hyp, cfg):
