@@ -148,7 +148,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_save({"format": ckpt_mod.FORMAT, "w": torch.zeros(10)}, str(path))
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["ck.pt"]  # the temporary file was removed
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt", "ck.pt.sha256"]  # the temporary file was removed
 
 
 _WRITER = """
