@@ -8,7 +8,7 @@ import torch
 
 from fastpapers.cli import main
 from fastpapers.data import shapes_vocabulary
-from fastpapers.models import captioning as C
+from fastpapers.recipes import semantic_attention as C
 from tests.utils import assert_raises_naming
 
 
@@ -72,18 +72,19 @@ def test_coco_json_corpus_and_split(tmp_path):
 def test_train_checkpoint_load_and_decode(tmp_path, corpus):
     vocab = shapes_vocabulary()
     model = small_model(vocab, corpus)
-    last = C.train(model, vocab, corpus, steps=4, out_dir=str(tmp_path), batch_size=8, log_every=2,
+    last = C.fit(model, vocab, corpus, steps=4, out_dir=str(tmp_path), batch_size=8, log_every=2,
                    progress=False)
     assert {"loss", "xe", "reg", "attr"} <= set(last)
     assert os.path.isfile(tmp_path / "checkpoint.pt") and os.path.isfile(tmp_path / C.BUNDLE)
-    loaded, vocab2, size = C.load(str(tmp_path))
+    cap = C.load(str(tmp_path))
+    loaded, vocab2, size = cap.model, cap.vocab, cap.image_size
     assert vocab2 == vocab and size == 16
     model.eval()
     images = corpus.float_images()[:5]
     caps = torch.tensor([[vocab.bos_id, 5, 6, vocab.eos_id]] * 5)
     torch.testing.assert_close(loaded(images, caps)["logits"], model(images, caps)["logits"], rtol=0, atol=0)
     # Beam width 1 through the shared engine is the model's own greedy decoder.
-    out = C.decode(loaded, images, num_beams=1, max_length=9)
+    out = C.predict(loaded, images, num_beams=1, max_length=9)
     greedy = loaded.greedy_decode(images, max_length=9)["sequences"].tolist()
     expected = []
     for row in greedy:
@@ -94,7 +95,7 @@ def test_train_checkpoint_load_and_decode(tmp_path, corpus):
             words.append(t)
         expected.append(words)
     assert out["sequences"] == expected
-    wide = C.decode(loaded, images, num_beams=3, max_length=9)
+    wide = C.predict(loaded, images, num_beams=3, max_length=9)
     assert len(wide["sequences"]) == 5 and all(len(s) <= 8 for s in wide["sequences"])
     assert wide["attributes"].shape == (5, 3)
 
@@ -102,12 +103,12 @@ def test_train_checkpoint_load_and_decode(tmp_path, corpus):
 def test_resume_continues_the_run(tmp_path, corpus):
     vocab = shapes_vocabulary()
     a = small_model(vocab, corpus)
-    C.train(a, vocab, corpus, steps=4, out_dir=str(tmp_path / "a"), batch_size=8, progress=False)
+    C.fit(a, vocab, corpus, steps=4, out_dir=str(tmp_path / "a"), batch_size=8, progress=False)
     b = small_model(vocab, corpus)
-    C.train(b, vocab, corpus, steps=2, out_dir=str(tmp_path / "b"), batch_size=8, progress=False,
+    C.fit(b, vocab, corpus, steps=2, out_dir=str(tmp_path / "b"), batch_size=8, progress=False,
             checkpoint_every=1)
     b = small_model(vocab, corpus)
-    C.train(b, vocab, corpus, steps=4, out_dir=str(tmp_path / "b"), batch_size=8, progress=False, resume=True)
+    C.fit(b, vocab, corpus, steps=4, out_dir=str(tmp_path / "b"), batch_size=8, progress=False, resume=True)
     for (n, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=n)
 
@@ -128,7 +129,7 @@ def test_explain_matches_decoding_steps(corpus):
     vocab = shapes_vocabulary()
     model = small_model(vocab, corpus).eval()
     images = corpus.float_images()[:2]
-    out = C.decode(model, images, num_beams=1, max_length=6)
+    out = C.predict(model, images, num_beams=1, max_length=6)
     att = C.explain(model, images, out["sequences"], out["attributes"])
     state = model.init_state(images, out["attributes"])["state"]
     tok = torch.full((2,), vocab.bos_id)

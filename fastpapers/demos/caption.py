@@ -10,7 +10,7 @@ TITLE = "Semantic attention captioning: shapes-world scenes, detected attributes
 
 def run(out_dir, *, device, seed):
     from ..data import shapes_vocabulary
-    from ..models import captioning as C
+    from ..recipes import semantic_attention as C
     from ..models.semantic_attention_viz import render_attention
 
     train = C.shapes_corpus(400, size=32, split="train", seed=seed)
@@ -19,13 +19,13 @@ def run(out_dir, *, device, seed):
     torch.manual_seed(seed)
     model = C.make_model(vocab, train, num_attributes=20, top_k=5, dim=64, feature_dim=64, cnn_channels=(8, 16, 32))
     # A few seconds of training: enough for the attribute detector and the sentence frame,
-    # not for exact scenes (`fastpapers caption train` runs the real thing).
-    last = C.train(model, vocab, train, steps=120, out_dir=os.path.join(out_dir, "caption_run"), batch_size=16,
+    # not for exact scenes (`fastpapers semantic_attention train` runs the real thing).
+    last = C.fit(model, vocab, train, steps=120, out_dir=os.path.join(out_dir, "caption_run"), batch_size=16,
                    lr=5e-3, seed=seed, device=device, log_every=120, checkpoint_every=0, progress=False)
     print(f"   120 steps: caption cross-entropy {last['xe']:.3f}/token, attribute BCE {last['attr']:.3f}")
     model.eval()
     images = test.float_images().to(device)
-    out = C.decode(model, images, num_beams=3, max_length=30)
+    out = C.predict(model, images, num_beams=3, max_length=30)
     att = C.explain(model, images, out["sequences"], out["attributes"])
     paths = []
     for i, seq in enumerate(out["sequences"]):
