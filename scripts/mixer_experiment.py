@@ -24,6 +24,7 @@ ALGOS = ("xent", "dad", "e2e", "mixer")
 def one(algo, steps, out, seed, rl_lr=None):
     from fastpapers.data import AmbiguousTransduction
     from fastpapers.models import mixer as M
+    from fastpapers.recipes import mixer as R
 
     # Tiny recurrent model: a second OpenMP thread only adds wake-up latency.
     torch.set_num_threads(1)
@@ -44,14 +45,14 @@ def one(algo, steps, out, seed, rl_lr=None):
         # Same schedule, but the second half (MIXER's REINFORCE stages, from s = T - delta on)
         # runs at its own learning rate, as a second trainer run. For XENT this is the control:
         # the same learning-rate drop without REINFORCE.
-        M.train(model, train, algo="xent", steps=xent_steps, lr=3e-3, **{**common, "out_dir": run_dir + "_xent"})
-        M.train(model, train, algo=algo, steps=steps - xent_steps, lr=rl_lr, xent_steps=0, **common)
+        R.fit(model, train, algo="xent", steps=xent_steps, lr=3e-3, **{**common, "out_dir": run_dir + "_xent"})
+        R.fit(model, train, algo=algo, steps=steps - xent_steps, lr=rl_lr, xent_steps=0, **common)
     else:
-        M.train(model, train, algo=algo, steps=steps, lr=3e-3, xent_steps=xent_steps, **common)
+        R.fit(model, train, algo=algo, steps=steps, lr=3e-3, xent_steps=xent_steps, **common)
     train_s = time.perf_counter() - t0
     res = {"algo": name, "steps": steps, "train_seconds": train_s,
-           "greedy": M.evaluate(model, test, beam_size=1), "beam5": M.evaluate(model, test, beam_size=5)}
-    M.save_model(model, os.path.join(run_dir, "model.pt"), source_vocab=train.vocab, target_vocab=train.vocab)
+           "greedy": R.evaluate(model, test, beam_size=1), "beam5": R.evaluate(model, test, beam_size=5)}
+    R.save_model(model, os.path.join(run_dir, "model.pt"), source_vocab=train.vocab, target_vocab=train.vocab)
     with open(os.path.join(run_dir, "result.json"), "w") as f:
         json.dump(res, f, indent=2)
     return res

@@ -10,6 +10,7 @@ from fastpapers.cli import main as cli
 from fastpapers.data import AmbiguousTransduction, ParallelText
 from fastpapers.metrics import best_reference_bleu
 from fastpapers.models import mixer as M
+from fastpapers.recipes import mixer as R
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,7 +25,7 @@ def _model(encoder="attentive", **kw):
 
 def _batch(n=6, seed=0):
     data = AmbiguousTransduction(n, seed=seed)
-    return M.collate_pairs([data[i] for i in range(n)])
+    return R.collate_pairs([data[i] for i in range(n)])
 
 
 def test_config_validation():
@@ -196,18 +197,18 @@ def test_parallel_text_training_and_evaluation(tmp_path):
     src.write_text("ein haus\nein kleines haus\nder hund\n" * 4)
     tgt.write_text("a house\na small house\nthe dog\n" * 4)
     data = ParallelText(str(src), str(tgt))
-    batch = M.collate_pairs([data[i] for i in range(3)])
+    batch = R.collate_pairs([data[i] for i in range(3)])
     assert batch["references"].shape == (3, 1, batch["target"].shape[1])
     assert (batch["target"][:, 0] != 1).all()  # <bos> removed
     model = M.MixerModel(M.MixerConfig(src_vocab=len(data.source_vocab), tgt_vocab=len(data.target_vocab), emb=8,
                                        hidden=12, max_tgt_len=5))
-    M.train(model, data, algo="mixer", steps=4, batch_size=4, out_dir=str(tmp_path / "run"), xent_steps=2,
+    R.fit(model, data, algo="mixer", steps=4, batch_size=4, out_dir=str(tmp_path / "run"), xent_steps=2,
             stage_steps=1, progress=False, log_every=2)
-    scores = M.evaluate(model, data, beam_size=3)
+    scores = R.evaluate(model, data, beam_size=3)
     assert set(scores) == {"bleu4", "sentence_bleu4", "exact_match"}
-    path = M.save_model(model, str(tmp_path / "m.pt"), source_vocab=data.source_vocab,
+    path = R.save_model(model, str(tmp_path / "m.pt"), source_vocab=data.source_vocab,
                         target_vocab=data.target_vocab)
-    again, sv, tv = M.load_model(path)
+    again, sv, tv = R.load_model(path)
     assert sv.itos == data.source_vocab.itos and tv.itos == data.target_vocab.itos
     assert again.translate(batch["source"]) == model.eval().translate(batch["source"])
 

@@ -84,14 +84,15 @@ def add_training_flags(p, *, steps: int, batch_size: int, checkpoint_every=None,
     """Declare the training flags with this command's defaults.
 
     ``checkpoint_every`` defaults to 500 when None (0 = only at the end), ``sample_every`` to
-    0 (never); ``--lr`` is declared only when ``lr`` is given.
+    0 (never; ``False``: no --sample-every flag, for commands that write no sample grids); ``--lr`` is declared only when ``lr`` is given.
     """
     p.add_argument("--steps", type=positive_int, default=steps, help="training steps (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size (default: %(default)s)")
     p.add_argument("--checkpoint-every", type=nonneg_int, default=500 if checkpoint_every is None else checkpoint_every,
                    help="steps between checkpoints, 0 = only at the end (default: %(default)s)")
-    p.add_argument("--sample-every", type=nonneg_int, default=0 if sample_every is None else sample_every,
-                   help="steps between sample grids, 0 = never (default: %(default)s)")
+    if sample_every is not False:  # False: the command writes no sample grids
+        p.add_argument("--sample-every", type=nonneg_int, default=0 if sample_every is None else sample_every,
+                       help="steps between sample grids, 0 = never (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     if lr is not None:
         p.add_argument("--lr", type=positive_float, default=lr, help="learning rate (default: %(default)s)")

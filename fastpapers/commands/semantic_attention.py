@@ -60,7 +60,7 @@ def register(sub):
     _add_data(t)
     _add_model(t)
     _add_width(t)
-    add_training_flags(t, steps=2000, batch_size=32, lr=2e-3)
+    add_training_flags(t, steps=2000, batch_size=32, lr=2e-3, sample_every=False)
     t.set_defaults(func=run_train)
 
     e = verbs.add_parser("eval", help="BLEU-1..4, CIDEr (and METEOR when Java is present) on the held-out split")
@@ -86,7 +86,7 @@ def register(sub):
     _add_decode(a)
     _add_meteor(a)
     _add_width(a)
-    add_training_flags(a, steps=1500, batch_size=32, lr=2e-3)
+    add_training_flags(a, steps=1500, batch_size=32, lr=2e-3, sample_every=False)
     a.set_defaults(func=run_ablation)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 

@@ -16,6 +16,7 @@ def run(out_dir, *, device, seed):
     from ..data import AmbiguousTransduction
     from ..metrics import best_reference_bleu
     from ..models import mixer as M
+    from ..recipes import mixer as R
 
     train = AmbiguousTransduction(4000, seed=seed)
     test = AmbiguousTransduction(8, seed=10_000 + seed)
@@ -27,10 +28,10 @@ def run(out_dir, *, device, seed):
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
-        M.train(model, train, algo="mixer", steps=160, batch_size=32, lr=1e-2, out_dir=os.path.join(out_dir, "mixer_run"),
+        R.fit(model, train, algo="mixer", steps=160, batch_size=32, lr=1e-2, out_dir=os.path.join(out_dir, "mixer_run"),
                 seed=seed, device=device, xent_steps=110, delta=2, stage_steps=10, progress=False, log_every=80)
         model.eval()
-        batch = M.collate_pairs([test[i] for i in range(len(test))])
+        batch = R.collate_pairs([test[i] for i in range(len(test))])
         src = batch["source"].to(device)
         greedy = model.translate(src)
         beam = model.translate(src, beam_size=5)

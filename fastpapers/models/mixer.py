@@ -29,9 +29,8 @@ epochs; the baseline loss is scaled by ``baseline_weight`` (the reference code s
 gradient by 0.01).
 """
 
-import os
-from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Optional
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,7 @@ from ..ops import beam_search, greedy_search
 
 __all__ = ["MixerConfig", "MixerModel", "sequence_loss", "xent_loss", "dad_loss", "e2e_loss", "reinforce_loss",
            "mixer_loss", "mixer_schedule", "dad_probability", "ALGOS",
-           "bleu_reward", "rouge_reward", "collate_pairs", "train", "evaluate", "save_model", "load_model"]
+           "bleu_reward", "rouge_reward"]
 
 ALGOS = ("xent", "dad", "e2e", "reinforce", "mixer")
 
@@ -347,7 +346,7 @@ def _cut_at_eos(hyp, cfg):
 
 
 # ---------------------------------------------------------------------------------------------
-# rewards, data, training, evaluation
+# rewards
 # ---------------------------------------------------------------------------------------------
 
 def bleu_reward(pad_id: int = 0, eos_id: int = 2) -> Callable:
@@ -378,118 +377,3 @@ def rouge_reward(pad_id: int = 0, eos_id: int = 2) -> Callable:
         r = refs.tolist()
         return torch.tensor([max(rouge_l_sentence(words(h[i]), [words(x)]) for x in r[i]) for i in range(len(h))])
     return reward
-
-
-def collate_pairs(items, pad_id: int = 0):
-    """Batch items of :class:`fastpapers.data.AmbiguousTransduction` (dicts with ``source``,
-    ``target``, ``references``) or of :class:`fastpapers.data.ParallelText` ((source, target)
-    id tensors) into {"source" (B, S), "target" (B, T), "references" (B, R, T)}; targets and
-    references lose their leading <bos> (the decoder starts from it)."""
-    from torch.nn.utils.rnn import pad_sequence
-    if isinstance(items[0], dict):
-        src = torch.stack([it["source"] for it in items])
-        refs = torch.stack([it["references"] for it in items])[..., 1:]
-        tgt = torch.stack([it["target"] for it in items])[:, 1:]
-    else:
-        src = pad_sequence([it[0] for it in items], batch_first=True, padding_value=pad_id)
-        tgt = pad_sequence([it[1][1:] for it in items], batch_first=True, padding_value=pad_id)
-        refs = tgt[:, None]
-    return {"source": src, "target": tgt, "references": refs}
-
-
-def train(model: MixerModel, data, *, algo: str, steps: int, batch_size: int = 32, lr: float = 3e-3,
-          out_dir: str = "runs/mixer", seed: int = 0, device="cpu", reward: str = "bleu", xent_steps: int = 0,
-          delta: int = 2, stage_steps: int = 100, dad_max_p: float = 0.25, e2e_k: int = 10,
-          xent_weight: float = 0.5, grad_clip: float = 10.0, rl_lr: Optional[float] = None, eval_fn=None,
-          eval_every: int = 0, resume: bool = False, progress: bool = True, log_every: int = 50) -> Dict[str, float]:
-    """Train ``model`` on ``data`` (see :func:`collate_pairs`) for ``steps`` steps with the shared
-    Trainer. ``algo="mixer"``: XENT for ``xent_steps`` steps, then s = T - delta, T - 2 delta, ...
-    each held ``stage_steps`` steps (T = model.cfg.max_tgt_len). ``algo="dad"``: the sampling
-    probability grows linearly to ``dad_max_p`` over the run. ``rl_lr``: MIXER's learning rate
-    from the first REINFORCE stage on (the ambiguous-transduction runs in docs/results.md only
-    improved over XENT with a smaller step there). Returns the last logged metrics."""
-    from ..train import Trainer
-
-    if algo not in ALGOS:
-        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
-    if reward not in ("bleu", "rouge"):
-        raise ValueError(f"reward must be 'bleu' or 'rouge', got {reward!r}")
-    cfg = model.cfg
-    reward_fn = (bleu_reward if reward == "bleu" else rouge_reward)(cfg.pad_id, cfg.eos_id)
-    opt = {"model": torch.optim.Adam(model.parameters(), lr=lr)}
-
-    def step_fn(tr, batch):
-        t = tr.global_step
-        kw = {}
-        if algo == "mixer":
-            kw["xent_steps"] = mixer_schedule(t, xent_epochs=xent_steps, T=cfg.max_tgt_len + 1, delta=delta,
-                                              epochs_per_stage=stage_steps)
-            if rl_lr is not None:
-                for group in opt["model"].param_groups:
-                    group["lr"] = lr if t < xent_steps else rl_lr
-        loss, logs = sequence_loss(model, batch["source"], batch["target"], algo=algo, reward_fn=reward_fn,
-                                   refs=batch["references"], dad_p=dad_probability(t, steps, dad_max_p),
-                                   e2e_k=e2e_k, xent_weight=xent_weight, **kw)
-        tr.step("model", loss)
-        if algo == "mixer":
-            logs["xent_tokens"] = float(kw["xent_steps"])
-        return {"loss": loss.detach(), **logs}
-
-    tr = Trainer({"model": model}, opt, step_fn, data=data, batch_size=batch_size, out_dir=out_dir, seed=seed,
-                 device=device, grad_clip=grad_clip, collate_fn=lambda items: collate_pairs(items, cfg.pad_id),
-                 log_every=log_every, checkpoint_every=max(steps // 4, 1), eval_fn=eval_fn, eval_every=eval_every,
-                 progress=progress)
-    return tr.fit(steps, resume=resume)
-
-
-@torch.no_grad()
-def evaluate(model: MixerModel, data, *, beam_size: int = 1, batch_size: int = 256, device="cpu") -> Dict[str, float]:
-    """Corpus BLEU-4 (all references of each source), mean best-reference sentence BLEU-4
-    (unsmoothed, as the paper's test metric) and exact match (the output equals one reference)."""
-    from ..metrics import best_reference_bleu, corpus_bleu
-
-    cfg = model.cfg
-    was = model.training
-    model.eval()
-    hyps, refs_all, sent, exact = [], [], [], []
-    for i in range(0, len(data), batch_size):
-        batch = collate_pairs([data[j] for j in range(i, min(i + batch_size, len(data)))], cfg.pad_id)
-        src = batch["source"].to(device)
-        out = model.translate(src, beam_size=beam_size)
-        refs = [[_strip(r, cfg) for r in row] for row in batch["references"].tolist()]
-        hyp_t = torch.full((len(out), cfg.max_tgt_len + 1), cfg.pad_id, dtype=torch.long)
-        for k, h in enumerate(out):
-            hyp_t[k, :len(h)] = torch.tensor(h, dtype=torch.long)
-        sent.append(best_reference_bleu(hyp_t, batch["references"], pad_id=cfg.pad_id, eos_id=cfg.eos_id,
-                                        smooth="none"))
-        exact += [any(h == r for r in rs) for h, rs in zip(out, refs)]
-        hyps += out
-        refs_all += refs
-    model.train(was)
-    corpus = corpus_bleu(hyps, refs_all)
-    return {"bleu4": 100.0 * corpus["bleu_4"], "sentence_bleu4": 100.0 * float(torch.cat(sent).mean()),
-            "exact_match": 100.0 * sum(exact) / max(len(exact), 1)}
-
-
-def save_model(model: MixerModel, path: str, *, source_vocab=None, target_vocab=None) -> str:
-    """Write the config, weights and vocabularies (token lists) for eval / translate."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({"format": "fastpapers-mixer", "config": asdict(model.cfg), "state_dict": model.state_dict(),
-                "source_vocab": None if source_vocab is None else list(source_vocab.itos),
-                "target_vocab": None if target_vocab is None else list(target_vocab.itos)}, path)
-    return path
-
-
-def load_model(path: str, map_location="cpu"):
-    """-> (model, source Vocabulary or None, target Vocabulary or None)."""
-    from ..data import Vocabulary
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != "fastpapers-mixer":
-        raise ValueError(f"{path} is not a fastpapers MIXER model file")
-    model = MixerModel(MixerConfig(**blob["config"]))
-    model.load_state_dict(blob["state_dict"])
-    vocabs = [None if v is None else Vocabulary(v[4:]) for v in (blob["source_vocab"], blob["target_vocab"])]
-    return model.eval(), vocabs[0], vocabs[1]
