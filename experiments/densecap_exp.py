@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastpapers.commands.densecap import collect_predictions  # noqa: E402
+from fastpapers.recipes.densecap import collect_predictions, make_trainer  # noqa: E402
 from fastpapers.data.shapes import ShapesDense, shapes_vocabulary  # noqa: E402
 from fastpapers.metrics.dense_ap import dense_captioning_map, region_caption_accuracy  # noqa: E402
-from fastpapers.models.densecap import make_trainer, shapes_model  # noqa: E402
+from fastpapers.models.densecap import shapes_model  # noqa: E402
 from fastpapers.train import load_checkpoint  # noqa: E402
 
 MODES = {"fcln": "rpn", "grid": "grid", "image": "image"}

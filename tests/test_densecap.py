@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from fastpapers.data.shapes import ShapesDense, dense_collate, shapes_vocabulary
-from fastpapers.models.densecap import (DenseCap, LossWeights, box_iou, make_anchors, make_trainer, sample_boxes,
+from fastpapers.models.densecap import (DenseCap, LossWeights, box_iou, make_anchors, sample_boxes,
                                         shapes_model)
+from fastpapers.recipes.densecap import make_trainer
 from fastpapers.train import seed_everything
 
 

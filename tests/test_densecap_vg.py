@@ -2,6 +2,7 @@
 images written in a temporary folder (nothing downloads), the dataset adapter, and the errors
 that name the flag at fault."""
 import json
+import os
 
 import pytest
 import torch
@@ -87,8 +88,10 @@ def test_cli_train_eval_predict_on_visual_genome(tmp_path, capsys):
     vg = ["--vg-regions", regions, "--vg-images", images, "--vg-split", split]
     assert main(["densecap", "train", "--out", run, "--steps", "2", "--size", "48", "--batch-size", "2",
                  "--backbone", "shapes", "--vg-min-word-count", "1"] + vg) == 0
-    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert cfg["data"] == "vg" and cfg["images"] == 3 and cfg["backbone"] == "shapes"
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    cfg = meta["config"]
+    assert meta["paper"] == "densecap" and cfg["data"] == "vg" and cfg["backbone"] == "shapes"
+    assert cfg["max_words"] >= 1 and cfg["vg_regions"] == os.path.abspath(regions)
     assert (tmp_path / "run" / "vocab.json").is_file()
     capsys.readouterr()
     assert main(["densecap", "eval", "--out", run, "--language", "token_f1"] + vg) == 0

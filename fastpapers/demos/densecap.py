@@ -13,7 +13,8 @@ SECONDS = 8.0
 
 def run(out_dir, *, device, seed):
     from ..data.shapes import ShapesDense, shapes_vocabulary
-    from ..models.densecap import make_trainer, shapes_model
+    from ..models.densecap import shapes_model
+    from ..recipes.densecap import make_trainer
     from ..train import load_checkpoint
     from ..viz import draw_boxes, hstack
 

@@ -69,8 +69,8 @@ from ..ops.boxes import (DEFAULT_XFORM_CLIP, apply_box_transform, box_iou, inver
 from .vgg import caffe_preprocess, hed_weights_path, load_hed_vgg16  # noqa: F401 (hed_weights_path re-exported)
 
 __all__ = ["DenseCap", "ShapesBackbone", "VGG16Backbone", "LocalizationLayer", "LanguageModel", "LossWeights",
-           "sample_boxes", "box_iou", "make_anchors", "load_hed_vgg16", "shapes_model", "densecap_step",
-           "make_trainer", "visual_genome_model", "PROPOSALS", "Regions", "RPNProposals",
+           "sample_boxes", "box_iou", "make_anchors", "load_hed_vgg16", "shapes_model",
+           "visual_genome_model", "PROPOSALS", "Regions", "RPNProposals",
            "GridProposals", "ImageProposals"]
 
 
@@ -559,7 +559,7 @@ def _pad_cat(seqs: List[torch.Tensor], pad: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training through the shared Trainer
+# Presets
 # ---------------------------------------------------------------------------------------------
 
 def shapes_model(vocab, **kwargs) -> DenseCap:
@@ -585,23 +585,3 @@ def visual_genome_model(vocab, size: int, *, backbone: str = "vgg16", **kwargs) 
                 anchor_ratios=(0.5, 1.0, 2.0), sampler_batch=256, rpn_top_n=1000, max_detections=100)
     opts.update(kwargs)
     return DenseCap(vocab, **opts)
-
-
-def densecap_step(tr, batch):
-    """Trainer step: one Adam update on the weighted loss; logs the five terms."""
-    model = tr.modules["densecap"]
-    out = model(batch["image"], batch["boxes"], batch["captions"])
-    tr.step("densecap", out["loss"])
-    return {k: v.detach() for k, v in out.items()}
-
-
-def make_trainer(model: DenseCap, data, *, out_dir: str, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
-                 device="cpu", grad_clip: Optional[float] = 10.0, **trainer_kwargs):
-    """A :class:`fastpapers.train.Trainer` for DenseCap on a dataset of ``ShapesDense``-style
-    items (collated with :func:`fastpapers.data.shapes.dense_collate`)."""
-    from ..data.shapes import dense_collate
-    from ..train import Trainer
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    return Trainer({"densecap": model}, {"densecap": opt}, densecap_step, data=data, batch_size=batch_size,
-                   out_dir=out_dir, seed=seed, device=device, grad_clip=grad_clip, collate_fn=dense_collate,
-                   **trainer_kwargs)
