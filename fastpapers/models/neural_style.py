@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
+from ..metrics import style as _style_metrics
 from .vgg import HED_BGR_MEAN, VGGFeatures, hed_weights_path, load_vgg  # noqa: F401 (re-exported)
 
 CONTENT_LAYERS = ("relu4_2",)
@@ -265,8 +266,5 @@ def _resize_long(img: torch.Tensor, size: int) -> torch.Tensor:
 
 def gram_distance(net: VGGFeatures, img: torch.Tensor, style: torch.Tensor,
                   layers: Sequence[str] = STYLE_LAYERS) -> float:
-    """Style loss (sum over layers of the mean squared Gram difference) between two images."""
-    with torch.no_grad():
-        a = net(net.preprocess(img[None]), layers)
-        b = net(net.preprocess(style[None]), layers)
-        return float(ops.style_loss([a[n] for n in layers], [ops.gram_matrix(b[n])[0] for n in layers]))
+    """:func:`fastpapers.metrics.style.gram_distance` over the paper's style layers."""
+    return _style_metrics.gram_distance(net, img, style, layers)
