@@ -12,6 +12,10 @@
   reverse or sort of the source; both references given).
 - Real formats (:mod:`fastpapers.data.formats`): ``load_cifar10``, :class:`CocoCaptions`,
   :class:`VisualGenomeRegions`, :class:`ParallelText` (+ ``pad_collate``), :class:`ImageFolder`.
+- Fixtures (:mod:`fastpapers.data.fixtures`): a COCO captions JSON and Visual Genome regions of
+  scikit-image's photos, and 40 German-English sentence pairs, shipped in the package.
+- Caption corpora (:mod:`fastpapers.data.captions`): :class:`CaptionCorpus` from the shapes world
+  or a COCO JSON, with a seeded held-out split.
 
 Example::
 
@@ -20,6 +24,7 @@ Example::
     item = train[0]                    # {"image", "caption", "attributes", "style"}
     print(train.captions[0], train.vocab.decode(item["caption"]))
 """
+from . import fixtures
 from .bundled import digits, glove, glove_matrix, mnist, photo, split_indices, texture
 from .formats import (CocoCaptions, ImageFolder, ParallelText, VisualGenomeRegions, load_cifar10, pad_collate,
                       read_image)
@@ -28,7 +33,7 @@ from .shapes import (BACKGROUNDS, COLOURS, SHAPES, SIZES, ShapesBatch, ShapesCap
 from .transduction import AmbiguousTransduction, transduction_vocabulary
 from .vocab import Vocabulary, tokenize
 
-__all__ = ["digits", "glove", "glove_matrix", "mnist", "photo", "split_indices", "texture", "CocoCaptions",
+__all__ = ["fixtures", "digits", "glove", "glove_matrix", "mnist", "photo", "split_indices", "texture", "CocoCaptions",
            "ImageFolder", "ParallelText", "VisualGenomeRegions", "load_cifar10", "pad_collate", "read_image",
            "BACKGROUNDS", "COLOURS", "SHAPES", "SIZES", "ShapesBatch", "ShapesCaptions", "ShapesDense",
            "ShapesTextToImage", "dense_collate", "generate", "shapes_vocabulary", "Vocabulary", "tokenize",
