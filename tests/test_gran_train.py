@@ -97,6 +97,8 @@ def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
     statistics the two discriminators are the same function, so they err alike on the test set.
     """
     import shutil
+
+    from fastpapers.train import atomic_save
     _train(tmp_path / "a", 2, digits)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     path = tmp_path / "b" / "checkpoint.pt"
@@ -104,7 +106,7 @@ def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
     for k in ckpt["modules"]["D"]:
         if k.endswith("running_mean"):
             ckpt["modules"]["D"][k] += 50.0
-    torch.save(ckpt, path)
+    atomic_save(ckpt, str(path))  # rewritten as the library writes it, checksum included
     test = torch.rand(40, 1, 16, 16)
     a, b = str(tmp_path / "a" / "checkpoint.pt"), str(path)
     r = gran_cmd.battle(a, b, n=30, test=test)

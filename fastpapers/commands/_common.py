@@ -22,13 +22,17 @@ import torch
 from ..train.checkpoint import seed_everything  # noqa: F401  (the one definition; commands import it here)
 
 
+class ValueRefused(argparse.ArgumentTypeError):
+    """A flag value outside what the flag accepts (raised by the ``type=`` helpers below)."""
+
+
 def _int(text: str, what: str, ok) -> int:
     try:
         value = int(text, 10)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        raise ValueRefused(f"expected {what}, got {text!r}") from None
     if not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        raise ValueRefused(f"expected {what}, got {text!r}")
     return value
 
 
@@ -46,9 +50,9 @@ def _float(text: str, what: str, ok) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        raise ValueRefused(f"expected {what}, got {text!r}") from None
     if not math.isfinite(value) or not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        raise ValueRefused(f"expected {what}, got {text!r}")
     return value
 
 
@@ -70,7 +74,7 @@ def prob_float(text: str) -> float:
 def nonempty_path(text: str) -> str:
     """argparse type: a path that is not empty or blank."""
     if not isinstance(text, str) or not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a non-empty path, got {text!r}")
+        raise ValueRefused(f"expected a non-empty path, got {text!r}")
     return text
 
 

@@ -40,7 +40,7 @@ Rules worth knowing:
 
 - Inside ``step_fn(tr, batch)``: ``tr.device``, ``tr.global_step`` (steps done before this
   one), ``tr.modules`` / ``tr.optimizers`` (your dicts), ``tr.rank``, ``tr.world_size``,
-  ``tr.is_main``. Return a dict of scalars to log (or None).
+  ``tr.is_main``, ``tr.stop_requested`` (a signal asked the run to stop after this step). Return a dict of scalars to log (or None).
 
 - ``modules`` / ``optimizers`` are dicts of names; modules are moved to ``device`` in place.
   ``tr.step(name, loss)`` updates one optimiser; call it as many times per step as you like
@@ -65,8 +65,10 @@ Rules worth knowing:
   modules, optimisers, schedulers, grad scalers, every rank's RNG states, the data position
   and the step. Every file written whole carries a ``.sha256`` sidecar that loading verifies
   (:mod:`fastpapers.train.checkpoint`). A killed run loses at most the steps since the last
-  checkpoint; SIGINT and SIGTERM save a checkpoint first and exit with 130 / 143. Weights alone:
-  ``load_checkpoint(path, {"G": G})``.
+  checkpoint. SIGINT and SIGTERM (what schedulers send) let the current step finish, save a
+  checkpoint and stop: ``KeyboardInterrupt`` (the CLI exits 130) or ``SystemExit(143)``; a
+  second signal stops at once. (Single-process runs; under torchrun the default handlers
+  stay.) Weights alone: ``load_checkpoint(path, {"G": G})``.
 - Distributed: launch the same script with ``torchrun --nproc_per_node N script.py``; the
   trainer joins the process group (gloo on CPU, nccl on CUDA, GPU = LOCAL_RANK), broadcasts
   rank 0's weights, averages gradients before every optimiser step (DDP's semantics; done

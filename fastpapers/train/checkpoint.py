@@ -64,6 +64,21 @@ def _one_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+def torch_load_reason(exc: BaseException) -> str:
+    """The useful part of what ``torch.load`` raised for a damaged file, in one short line.
+
+    Its messages run to several sentences of advice that does not apply to a damaged file
+    (e.g. to retry with ``weights_only=False``); keep the sentence that says what failed.
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text[text.index(marker) + len(marker):].strip()
+    text = text.split(" Check the documentation")[0]
+    first = text.split(". ")[0].rstrip(".")
+    return first[:160] or type(exc).__name__
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -241,8 +256,9 @@ def load_torch_file(path: str, map_location="cpu", *, what: str = "torch file"):
     verify_checksum(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError or UnpicklingError for bad files
-        raise CorruptFileError(f"{path}: not a readable {what} (truncated or corrupt?): {_one_line(exc)}") from exc
+    except Exception as exc:  # torch raises RuntimeError, OSError, EOFError or UnpicklingError for bad files
+        raise CorruptFileError(f"{path}: not a readable {what} (truncated or corrupt?): "
+                               f"{torch_load_reason(exc)}") from exc
 
 
 def read_json_file(path: str, *, what: str = "JSON file"):
