@@ -102,11 +102,14 @@ def test_bad_invocations_fail_in_one_line(argv, needles, files, capsys):
         assert needle in lines[0], (needle, lines[0])
 
 
-@pytest.mark.parametrize("paper", ["caption", "gran", "lapgan", "mixer", "text2image"])
-def test_bare_paper_command_prints_its_verbs(paper, capsys):
+@pytest.mark.parametrize("paper,name", [("semantic_attention", "semantic_attention"),
+                                        ("caption", "semantic_attention"),  # the alias shows the paper's name
+                                        ("gran", "gran"), ("lapgan", "lapgan"), ("mixer", "mixer"),
+                                        ("text2image", "text2image")])
+def test_bare_paper_command_prints_its_verbs(paper, name, capsys):
     code, out, err = _call([paper], capsys)
     assert code == 2
-    assert "train" in out and "usage: fastpapers " + paper in out
+    assert "train" in out and "usage: fastpapers " + name in out
     assert "Traceback" not in err
 
 
