@@ -77,7 +77,7 @@ def test_train_checkpoint_load_and_decode(tmp_path, corpus):
     assert {"loss", "xe", "reg", "attr"} <= set(last)
     assert os.path.isfile(tmp_path / "checkpoint.pt") and os.path.isfile(tmp_path / C.BUNDLE)
     cap = C.load(str(tmp_path))
-    loaded, vocab2, size = cap.model, cap.vocab, cap.image_size
+    loaded, vocab2, size = cap.nets[C.MODULE], cap.artefacts["vocab"], cap.artefacts["image_size"]
     assert vocab2 == vocab and size == 16
     model.eval()
     images = corpus.float_images()[:5]

@@ -58,7 +58,8 @@ def run(args):
                        vg_min_word_count=args.vg_min_word_count)
         R.train(cfg, args.out, resume=args.resume, device=device)
     elif args.action == "eval":
-        model, cfg = R.load(args.out, device)
+        loaded = R.load(args.out, device)
+        model, cfg = loaded.nets[R.MODULE], loaded.config
         data = None
         if vg:
             if cfg.data != "vg":
@@ -70,7 +71,8 @@ def run(args):
     else:
         if args.image is None:
             raise ValueError("predict needs an IMAGE argument")
-        model, cfg = R.load(args.out, device)
+        loaded = R.load(args.out, device)
+        model, cfg = loaded.nets[R.MODULE], loaded.config
         path = R.predict_png(model, args.image, cfg.size, args.png or os.path.join(args.out, "prediction.png"),
                              beam=args.beam, device=device)
         print(f"wrote {path}")

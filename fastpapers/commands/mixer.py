@@ -76,9 +76,12 @@ def run_train(args):
                    xent_steps=args.xent_steps, delta=args.delta, stage_steps=args.stage_steps, reward=args.reward,
                    rl_lr=args.rl_lr, init=args.init, seed=args.seed,
                    checkpoint_every=args.checkpoint_every)
-    last = R.train(cfg, args.out, resume=args.resume, device=device)
-    print(f"trained {args.algo} for {args.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))
-    print(f"wrote {os.path.join(args.out, R.MODEL_FILE)}")
+    from ..recipes._common import last_metrics
+
+    run = R.train(cfg, args.out, resume=args.resume, device=device)
+    print(f"trained {args.algo} for {args.steps} steps: "
+          + ", ".join(f"{k}={v:.4g}" for k, v in last_metrics(run.path).items()))
+    print(f"wrote {run.file(R.MODEL_FILE)}")
 
 
 def run_eval(args):
@@ -86,8 +89,8 @@ def run_eval(args):
     from ..train.checkpoint import atomic_save_json
 
     device = resolve_device(args.device)
-    model, src_vocab, tgt_vocab = R.load(args.checkpoint)
-    model.to(device)
+    loaded = R.load(args.checkpoint, device)
+    model, src_vocab, tgt_vocab = loaded.nets["model"], loaded.artefacts["source_vocab"], loaded.artefacts["target_vocab"]
     data = R.load_data(_data_config(args), held_out=True, vocab=(src_vocab, tgt_vocab))
     scores = {"greedy": R.evaluate(model, data, beam_size=1, device=device),
               f"beam{args.beam}": R.evaluate(model, data, beam_size=args.beam, device=device)}
@@ -101,10 +104,10 @@ def run_translate(args):
     from ..recipes import mixer as R
 
     device = resolve_device(args.device)
-    model, src_vocab, tgt_vocab = R.load(args.checkpoint)
+    loaded = R.load(args.checkpoint, device)
+    model, src_vocab, tgt_vocab = loaded.nets["model"], loaded.artefacts["source_vocab"], loaded.artefacts["target_vocab"]
     if src_vocab is None or tgt_vocab is None:
         raise ValueError(f"{args.checkpoint} holds no vocabularies; it cannot translate text")
-    model.to(device)
     if args.input:
         if not os.path.isfile(args.input):
             raise FileNotFoundError(f"--input file not found: {args.input}")

@@ -113,8 +113,10 @@ def run_train(args):
 
     device = resolve_device(args.device)
     cfg = _config(args)
-    last = R.train(cfg, args.out, resume=args.resume, device=device)
-    print("last: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    from ..recipes._common import last_metrics
+
+    run = R.train(cfg, args.out, resume=args.resume, device=device)
+    print("last: " + ", ".join(f"{k} {v:.4g}" for k, v in last_metrics(run.path).items()))
     print(f"run folder: {args.out}  (fastpapers semantic_attention eval --checkpoint {args.out})")
 
 
@@ -123,8 +125,8 @@ def run_eval(args):
 
     device = resolve_device(args.device)
     cap = R.load(args.checkpoint, device)
-    _, held_out = R.corpora(_config(args, size=cap.image_size))
-    scores = R.evaluate(cap.model, cap.vocab, held_out, num_beams=args.beams, max_length=args.max_length,
+    _, held_out = R.corpora(_config(args, size=cap.artefacts["image_size"]))
+    scores = R.evaluate(cap.nets[R.MODULE], cap.artefacts["vocab"], held_out, num_beams=args.beams, max_length=args.max_length,
                         device=device, meteor=not args.no_meteor)
     for k, v in scores.items():
         print(f"{k:>16}: {v:.4f}")
@@ -139,8 +141,8 @@ def run_predict(args):
 
     device = resolve_device(args.device)
     cap = R.load(args.checkpoint, device)
-    model, vocab = cap.model, cap.vocab
-    image = read_image(args.image, cap.image_size)
+    model, vocab = cap.nets[R.MODULE], cap.artefacts["vocab"]
+    image = read_image(args.image, cap.artefacts["image_size"])
     if image.shape[0] != model.config.image_channels:
         raise ValueError(f"IMAGE has {image.shape[0]} channels, the model expects {model.config.image_channels}")
     images = image[None].to(device)

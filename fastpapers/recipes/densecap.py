@@ -9,7 +9,7 @@ is present, otherwise the token-F1 variant, named in the result) and the detecti
 existed (``config.json`` + checkpoint) still load.
 """
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar, Dict, Optional
 
 import torch
@@ -17,7 +17,8 @@ import torch
 from ..models.densecap import DenseCap, shapes_model, visual_genome_model
 from ..train import Trainer
 from ..train.checkpoint import read_json_file, seed_everything
-from ..train.rundir import RunFolderError, create_run, load_run
+from ..train.rundir import RUN_FILE, Run
+from ._common import Loaded, RecipeConfig, find_run, open_run, stored_config
 
 __all__ = ["PAPER", "Config", "build", "make_trainer", "densecap_step", "train", "load", "evaluate",
            "collect_predictions", "predict_png", "vg_dataset"]
@@ -28,7 +29,7 @@ DEFAULT_SIZE = {"shapes": 64, "vg": 256}
 
 
 @dataclass
-class Config:
+class Config(RecipeConfig):
     """One DenseCap run: data (shapes world or Visual Genome), backbone, training."""
     data: str = "shapes"                 # "shapes" or "vg"
     size: Optional[int] = None           # image side (default 64 shapes, 256 Visual Genome)
@@ -46,47 +47,23 @@ class Config:
     vg_min_word_count: int = 15
     max_words: Optional[int] = None      # Visual Genome: longest phrase (set from the data)
 
+    PAPER: ClassVar[str] = PAPER
     RESUMABLE: ClassVar[tuple] = ("steps", "checkpoint_every")
-    FLAGS: ClassVar[dict] = {"size": "--size", "backbone": "--backbone", "hed_weights": "--hed-weights",
-                             "n_train": "--n-train", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr",
-                             "seed": "--seed", "checkpoint_every": "--checkpoint-every", "vg_regions": "--vg-regions",
-                             "vg_images": "--vg-images", "vg_split": "--vg-split",
-                             "vg_min_word_count": "--vg-min-word-count"}
-
-    def _flag(self, name):
-        return f"{name} ({self.FLAGS[name]})" if name in self.FLAGS else name
 
     def __post_init__(self):
-        if self.data not in DEFAULT_SIZE:
-            raise ValueError(f"data must be 'shapes' or 'vg', got {self.data!r}")
+        self.check_choice("data", tuple(DEFAULT_SIZE))
         if self.size is None:
             self.size = DEFAULT_SIZE[self.data]
         if self.backbone is None:
             self.backbone = "vgg16" if self.data == "vg" else "shapes"
         for name in ("n_train", "steps", "batch_size", "vg_min_word_count"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{self._flag(name)} must be an int >= 1, got {v!r}")
-        if not isinstance(self.size, int) or self.size < 16:
-            raise ValueError(f"{self._flag('size')} must be an int >= 16, got {self.size!r}")
-        if self.backbone not in ("shapes", "vgg16"):
-            raise ValueError(f"{self._flag('backbone')} must be 'shapes' or 'vgg16', got {self.backbone!r}")
+            self.check_int(name)
+        self.check_int("size", 16)
+        self.check_int("checkpoint_every", 0)
+        self.check_choice("backbone", ("shapes", "vgg16"))
         if self.hed_weights and self.backbone != "vgg16":
             raise ValueError(f"--hed-weights needs --backbone vgg16, got --backbone {self.backbone}")
-        if not self.lr > 0:
-            raise ValueError(f"{self._flag('lr')} must be > 0, got {self.lr}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"{self._flag('checkpoint_every')} must be >= 0, got {self.checkpoint_every}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown {PAPER} settings {unknown}")
-        return cls(**d)
+        self.check_float("lr")
 
 
 def vg_dataset(regions: Optional[str], images: Optional[str], split_file: Optional[str], split: str, size: int,
@@ -152,8 +129,8 @@ def make_trainer(model: DenseCap, data, *, out_dir: str, batch_size: int = 8, lr
 
 
 def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress: bool = True,
-          data=None) -> Dict[str, float]:
-    """Train with ``cfg`` into the run folder ``out``; returns the last logged metrics."""
+          data=None) -> Run:
+    """Train with ``cfg`` into the run folder ``out``; returns the run."""
     from ..data.shapes import ShapesDense
 
     seed_everything(cfg.seed)
@@ -163,22 +140,15 @@ def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress
     elif data is None:
         data = ShapesDense(cfg.n_train, size=cfg.size, seed=cfg.seed)
     if cfg.data == "vg":
-        cfg = Config.from_dict({**cfg.to_dict(), "max_words": data.max_words,
-                                "vg_regions": os.path.abspath(cfg.vg_regions)})
-    run = create_run(out, PAPER, cfg.to_dict(), resume=resume)
-    if resume:
-        differ = [k for k, v in cfg.to_dict().items()
-                  if k not in Config.RESUMABLE and k in run.config and run.config[k] != v]
-        if differ:
-            raise RunFolderError(f"--resume of {run.path} with other settings than the run's: "
-                                 + ", ".join(f"{cfg._flag(k)} {run.config[k]!r} -> {getattr(cfg, k)!r}"
-                                             for k in differ))
+        cfg = cfg.replace(max_words=data.max_words, vg_regions=os.path.abspath(cfg.vg_regions))
+    run = open_run(out, cfg, resume=resume)
     if cfg.data == "vg":
         data.vocab.save(run.file("vocab.json"))
     model = build(cfg, data.vocab)[MODULE]
     tr = make_trainer(model, data, out_dir=run.path, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                       device=device, log_every=50, checkpoint_every=cfg.checkpoint_every, progress=progress)
-    return tr.fit(cfg.steps, resume=resume)
+    tr.fit(cfg.steps, resume=resume)
+    return run
 
 
 def _legacy_config(folder: str) -> dict:
@@ -190,24 +160,29 @@ def _legacy_config(folder: str) -> dict:
     return {k: v for k, v in legacy.items() if k in keep}
 
 
-def load(out: str, device="cpu"):
-    """(model in eval mode, Config) of a run folder written by :func:`train`."""
+def load(run, device="cpu") -> Loaded:
+    """A trained DenseCap (``nets["densecap"]``, eval mode) and its Config from a run folder,
+    a file in it, or a Run."""
     from ..data.shapes import shapes_vocabulary
     from ..data.vocab import Vocabulary
     from ..train import load_checkpoint
 
+    out = run.path if isinstance(run, Run) else os.fspath(run)
     folder = out if os.path.isdir(out) else os.path.dirname(os.path.abspath(out))
-    if os.path.isfile(os.path.join(folder, "run.json")):
-        cfg = Config.from_dict(load_run(folder, PAPER).config)
+    found = None
+    if os.path.isfile(os.path.join(folder, RUN_FILE)):
+        found = find_run(folder, PAPER)
+        cfg = stored_config(found, Config)
     elif os.path.isfile(os.path.join(folder, "config.json")):
-        cfg = Config.from_dict(_legacy_config(folder))
+        cfg = Config.from_dict(_legacy_config(folder), source=os.path.join(folder, "config.json"))
     else:
         raise ValueError(f"--out {out} holds no DenseCap run: run `fastpapers densecap train --out {out}` first")
     vocab = Vocabulary.load(os.path.join(folder, "vocab.json")) if cfg.data == "vg" else shapes_vocabulary()
     # The checkpoint holds the trained weights: HED's are not read again.
-    model = build(Config.from_dict({**cfg.to_dict(), "hed_weights": False}), vocab)[MODULE]
+    model = build(cfg.replace(hed_weights=False), vocab)[MODULE]
     load_checkpoint(os.path.join(folder, "checkpoint.pt"), {MODULE: model})
-    return model.to(device).eval(), cfg
+    return Loaded(config=cfg, nets={MODULE: model.to(device).eval()}, path=folder, run=found,
+                  device=torch.device(device), artefacts={"vocab": vocab})
 
 
 def collect_predictions(model, data, n=None, *, beam=1, device="cpu", batch=16, max_detections=None):

@@ -10,7 +10,7 @@ checkpoint, metrics and ``model.pt`` (config, weights, vocabularies: all that
 best-reference sentence BLEU-4 and exact match.
 """
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import ClassVar, Dict, List, Optional
 
 import torch
@@ -21,7 +21,8 @@ from ..models.mixer import (ALGOS, MixerConfig, MixerModel, _strip, bleu_reward,
                             rouge_reward, sequence_loss)
 from ..train import Trainer
 from ..train.checkpoint import atomic_save, load_torch_file, seed_everything
-from ..train.rundir import RunFolderError, create_run
+from ..train.rundir import Run
+from ._common import Loaded, RecipeConfig, find_run, open_run, stored_config
 
 __all__ = ["PAPER", "Config", "load_data", "build", "fit", "train", "load", "evaluate", "translate",
            "collate_pairs", "save_model", "load_model", "MODEL_FILE"]
@@ -31,7 +32,7 @@ MODEL_FILE = "model.pt"
 
 
 @dataclass
-class Config:
+class Config(RecipeConfig):
     """One MIXER run: data, model size, criterion and its schedule."""
     data: str = "ambiguous"             # "ambiguous" or "SRC_FILE,TGT_FILE"
     size: Optional[int] = None          # ambiguous pairs (default 20,000 to train, 1,000 held out)
@@ -52,47 +53,25 @@ class Config:
     seed: int = 0
     checkpoint_every: int = 500         # 0: only at the end
 
+    PAPER: ClassVar[str] = PAPER
     RESUMABLE: ClassVar[tuple] = ("steps", "checkpoint_every")
-    FLAGS: ClassVar[dict] = {"size": "--size", "algo": "--algo", "steps": "--steps", "batch_size": "--batch-size",
-                             "lr": "--lr", "hidden": "--hidden", "emb": "--emb", "max_len": "--max-len",
-                             "xent_steps": "--xent-steps", "delta": "--delta", "stage_steps": "--stage-steps",
-                             "reward": "--reward", "rl_lr": "--rl-lr", "init": "--init", "data": "--data",
-                             "encoder": "--encoder", "seed": "--seed", "checkpoint_every": "--checkpoint-every"}
-
-    def _flag(self, name):
-        return f"{name} ({self.FLAGS[name]})" if name in self.FLAGS else name
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "hidden", "emb", "delta", "size", "max_len", "stage_steps"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{self._flag(name)} must be an int >= 1, got {v!r}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"{self._flag('checkpoint_every')} must be >= 0, got {self.checkpoint_every}")
-        if self.xent_steps is not None and self.xent_steps < 0:
-            raise ValueError(f"{self._flag('xent_steps')} must be >= 0, got {self.xent_steps}")
-        for name in ("lr", "rl_lr"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ValueError(f"{self._flag(name)} must be > 0, got {v}")
-        if self.algo not in ALGOS:
-            raise ValueError(f"{self._flag('algo')} must be one of {ALGOS}, got {self.algo!r}")
-        if self.reward not in ("bleu", "rouge"):
-            raise ValueError(f"{self._flag('reward')} must be 'bleu' or 'rouge', got {self.reward!r}")
-        if self.encoder not in ("attentive", "birnn"):
-            raise ValueError(f"{self._flag('encoder')} must be 'attentive' or 'birnn', got {self.encoder!r}")
+        for name in ("steps", "batch_size", "hidden", "emb", "delta"):
+            self.check_int(name)
+        for name in ("size", "max_len", "stage_steps"):
+            if getattr(self, name) is not None:
+                self.check_int(name)
+        if self.xent_steps is not None:
+            self.check_int("xent_steps", 0)
+        self.check_int("checkpoint_every", 0)
+        self.check_float("lr")
+        self.check_float("rl_lr", optional=True)
+        self.check_choice("algo", ALGOS)
+        self.check_choice("reward", ("bleu", "rouge"))
+        self.check_choice("encoder", ("attentive", "birnn"))
         if self.data != "ambiguous" and len(self.data.split(",")) != 2:
-            raise ValueError(f"{self._flag('data')} must be 'ambiguous' or SRC_FILE,TGT_FILE, got {self.data!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown {PAPER} settings {unknown}")
-        return cls(**d)
+            self.fail("data", "'ambiguous' or SRC_FILE,TGT_FILE")
 
 
 def load_data(cfg: Config, *, held_out: bool = False, vocab=None):
@@ -128,17 +107,9 @@ def build(cfg: Config, data=None) -> Dict[str, torch.nn.Module]:
 
 
 def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress: bool = True,
-          data=None) -> Dict[str, float]:
-    """Train with ``cfg`` into the run folder ``out`` (then ``out/model.pt``); returns the
-    last logged metrics."""
-    run = create_run(out, PAPER, cfg.to_dict(), resume=resume)
-    if resume:
-        differ = [k for k, v in cfg.to_dict().items()
-                  if k not in Config.RESUMABLE and k in run.config and run.config[k] != v]
-        if differ:
-            raise RunFolderError(f"--resume of {run.path} with other settings than the run's: "
-                                 + ", ".join(f"{cfg._flag(k)} {run.config[k]!r} -> {getattr(cfg, k)!r}"
-                                             for k in differ))
+          data=None) -> Run:
+    """Train with ``cfg`` into the run folder ``out`` (then ``out/model.pt``); returns the run."""
+    run = open_run(out, cfg, resume=resume)
     seed_everything(cfg.seed)
     data = load_data(cfg) if data is None else data
     src_vocab, tgt_vocab = vocabularies(data)
@@ -147,17 +118,27 @@ def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress
     T = model.cfg.max_tgt_len + 1
     stages = max(1, -(-T // cfg.delta))
     stage_steps = cfg.stage_steps or max(1, (cfg.steps - xent_steps) // stages)
-    last = fit(model, data, algo=cfg.algo, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, out_dir=run.path,
+    fit(model, data, algo=cfg.algo, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, out_dir=run.path,
                seed=cfg.seed, device=device, reward=cfg.reward, xent_steps=xent_steps, delta=cfg.delta,
                stage_steps=stage_steps, rl_lr=cfg.rl_lr, resume=resume, progress=progress,
                checkpoint_every=cfg.checkpoint_every)
     save_model(model.cpu(), run.file(MODEL_FILE), source_vocab=src_vocab, target_vocab=tgt_vocab)
-    return last
+    return run
 
 
-def load(path: str, map_location="cpu"):
-    """(model, source vocabulary, target vocabulary) of a run folder or a model.pt file."""
-    return load_model(path, map_location)
+def load(run, device="cpu") -> Loaded:
+    """A trained model from a run folder (or a Run) or a ``model.pt`` file anywhere:
+    ``nets["model"]``, ``artefacts["source_vocab"]`` / ``["target_vocab"]`` (None when the
+    file holds none); ``config``/``run`` are None for a bare model file."""
+    path = run.path if isinstance(run, Run) else os.fspath(run)
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    found = cfg = None
+    if os.path.isfile(os.path.join(folder, "run.json")):
+        found = find_run(folder, PAPER)
+        cfg = stored_config(found, Config)
+    model, src_vocab, tgt_vocab = load_model(path)
+    return Loaded(config=cfg, nets={"model": model.to(device)}, path=folder, run=found, device=torch.device(device),
+                  artefacts={"source_vocab": src_vocab, "target_vocab": tgt_vocab})
 
 
 def translate(model: MixerModel, src_vocab, tgt_vocab, lines: List[str], *, beam_size: int = 5,

@@ -8,13 +8,14 @@ with its per-iteration losses. :func:`evaluate` gives the style distance (the fu
 between two images' Gram matrices) of the result to the style and of the content to the style.
 """
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Dict, List, Optional
 
 import torch
 
 from ..models import neural_style as ns
 from ..train.checkpoint import seed_everything
+from ._common import RecipeConfig
 
 __all__ = ["PAPER", "Config", "build", "transfer", "evaluate"]
 
@@ -22,7 +23,7 @@ PAPER = "neural_style"
 
 
 @dataclass
-class Config:
+class Config(RecipeConfig):
     """One transfer: the images, the feature network, and the paper's weights and optimiser."""
     content: str = "skimage:astronaut"
     style: List[str] = field(default_factory=lambda: ["skimage:brick"])
@@ -42,25 +43,20 @@ class Config:
     save_every: int = 0
     seed: int = 0
 
-    FLAGS: ClassVar[dict] = {"style_blend": "--style-blend", "size": "--size", "iters": "--iters",
-                             "save_every": "--save-every", "pooling": "--pooling", "style": "--style"}
+    PAPER: ClassVar[str] = PAPER
 
     def __post_init__(self):
         if isinstance(self.style, str):
             self.style = [self.style]
         if not self.style:
             raise ValueError("style (--style) must name at least one style image")
-        if not isinstance(self.size, int) or self.size < 16:
-            raise ValueError(f"size (--size) must be an int >= 16, got {self.size!r}")
-        if not isinstance(self.iters, int) or self.iters < 1:
-            raise ValueError(f"iters (--iters) must be an int >= 1, got {self.iters!r}")
-        if self.save_every < 0:
-            raise ValueError(f"save_every (--save-every) must be >= 0, got {self.save_every}")
+        self.check_int("size", 16)
+        self.check_int("iters")
+        self.check_int("save_every", 0)
         if self.style_blend is not None and len(self.style_blend) != len(self.style):
             raise ValueError(f"style_blend (--style-blend) needs one weight per style image ({len(self.style)}), "
                              f"got {len(self.style_blend)}")
-        if self.pooling not in ("avg", "max"):
-            raise ValueError(f"pooling (--pooling) must be 'avg' or 'max', got {self.pooling!r}")
+        self.check_choice("pooling", ("avg", "max"))
         self.style_config().validate()
 
     def style_config(self) -> ns.StyleConfig:
@@ -69,16 +65,6 @@ class Config:
                               tv_weight=self.tv_weight, style_blend=self.style_blend, style_scale=self.style_scale,
                               original_colors=self.original_colors, lr=self.lr, save_every=self.save_every,
                               seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown {PAPER} settings {unknown}")
-        return cls(**d)
 
 
 def build(cfg: Config) -> Dict[str, torch.nn.Module]:

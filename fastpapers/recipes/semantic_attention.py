@@ -15,7 +15,7 @@ configuration, the vocabulary and the image side). Folders written before run.js
 """
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Sequence
 
 import torch
@@ -25,9 +25,10 @@ from ..data.captions import CaptionCorpus, coco_corpus, shapes_corpus, split_cor
 from ..metrics.captions import caption_scores
 from ..models.semantic_attention import (ENCODERS, SemanticAttentionCaptioner, SemanticAttentionConfig,
                                          attribute_targets, build_attribute_vocab, semantic_attention_loss)
-from ..train.rundir import RunFolderError, create_run, load_run
+from ..train.rundir import RUN_FILE, Run
+from ._common import Loaded, RecipeConfig, find_run, open_run, stored_config
 
-__all__ = ["PAPER", "Config", "Captioner", "ABLATION", "corpora", "vocabulary", "build", "make_model", "fit", "train", "load", "predict",
+__all__ = ["PAPER", "Config", "ABLATION", "corpora", "vocabulary", "build", "make_model", "fit", "train", "load", "predict",
            "explain", "evaluate", "ablation", "results_table", "CaptionPairs"]
 
 PAPER = "semantic_attention"
@@ -45,7 +46,7 @@ ABLATION = [
 
 
 @dataclass
-class Config:
+class Config(RecipeConfig):
     """The captioner's settings: data, model switches (the paper's), training."""
     # data
     data: Optional[str] = None          # COCO captions JSON; None: generated shapes-world scenes
@@ -71,62 +72,26 @@ class Config:
     seed: int = 0
     checkpoint_every: int = 500
 
+    PAPER: ClassVar[str] = PAPER
     RESUMABLE: ClassVar[tuple] = ("steps", "checkpoint_every")
-    FLAGS: ClassVar[dict] = {"data": "--data", "images": "--images", "scenes": "--scenes", "size": "--size",
-                             "val_fraction": "--val-fraction", "top_k": "--top-k", "attributes": "--attributes",
-                             "dim": "--dim", "reg_p": "--reg-p", "reg_q": "--reg-q", "reg_weight": "--reg-weight",
-                             "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
-                             "checkpoint_every": "--checkpoint-every", "encoder": "--pretrained-encoder"}
-
-    def _flag(self, name):
-        return f"{name} ({self.FLAGS[name]})" if name in self.FLAGS else name
+    FLAGS: ClassVar[dict] = {"encoder": "--pretrained-encoder", "input_attention": "--no-input-attention",
+                             "output_attention": "--no-output-attention", "regularize": "--no-regularizer"}
 
     def __post_init__(self):
         for name in ("scenes", "size", "top_k", "attributes", "dim", "steps", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{self._flag(name)} must be a positive int, got {v!r}")
-        if self.data is None and self.scenes < 2:
-            raise ValueError(f"{self._flag('scenes')} must be at least 2, got {self.scenes}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"{self._flag('val_fraction')} must be in (0, 1), got {self.val_fraction}")
-        if not self.lr > 0:
-            raise ValueError(f"{self._flag('lr')} must be a positive number, got {self.lr}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"{self._flag('checkpoint_every')} must be >= 0, got {self.checkpoint_every}")
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown {PAPER} settings {unknown}")
-        return cls(**d)
+            self.check_int(name)
+        if self.data is None:
+            self.check_int("scenes", 2)
+        self.check_float("val_fraction", 0.0, 1.0, open_high=True)
+        self.check_float("lr")
+        self.check_int("checkpoint_every", 0)
+        self.check_choice("encoder", ENCODERS)
 
     def model_options(self) -> dict:
         return dict(num_attributes=self.attributes, top_k=self.top_k, dim=self.dim,
                     input_attention=self.input_attention, output_attention=self.output_attention,
                     regularize=self.regularize, reg_p=self.reg_p, reg_q=self.reg_q, reg_weight=self.reg_weight,
                     encoder=self.encoder)
-
-
-@dataclass
-class Captioner:
-    """A loaded captioner: the network, its vocabulary and image side, where it came from."""
-    model: SemanticAttentionCaptioner
-    vocab: object
-    image_size: int
-    path: Optional[str] = None
-    config: Optional[Config] = None
-
-    @property
-    def nets(self) -> Dict[str, torch.nn.Module]:
-        return {MODULE: self.model}
 
 
 def corpora(cfg: Config):
@@ -226,46 +191,38 @@ def fit(model: SemanticAttentionCaptioner, vocab, corpus: CaptionCorpus, *, step
 
 
 def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress: bool = True,
-          data=None) -> Dict[str, float]:
+          data=None) -> Run:
     """Train a captioner with ``cfg`` into the run folder ``out``; ``data`` = (train, held-out)
-    corpora overrides the ones ``cfg`` describes. Returns the last logged metrics."""
+    corpora overrides the ones ``cfg`` describes. Returns the run."""
     from ..train.checkpoint import seed_everything
 
-    run = create_run(out, PAPER, cfg.to_dict(), resume=resume)
-    if resume:
-        _check_resumable(cfg, run)
+    run = open_run(out, cfg, resume=resume)
     train_corpus, _ = data if data is not None else corpora(cfg)
     vocab = vocabulary(train_corpus, cfg.data is None and data is None)
     seed_everything(cfg.seed)
     model = make_model(vocab, train_corpus, **cfg.model_options())
-    return fit(model, vocab, train_corpus, steps=cfg.steps, out_dir=run.path, batch_size=cfg.batch_size, lr=cfg.lr,
-               seed=cfg.seed, device=device, resume=resume, checkpoint_every=cfg.checkpoint_every,
-               progress=progress)
+    fit(model, vocab, train_corpus, steps=cfg.steps, out_dir=run.path, batch_size=cfg.batch_size, lr=cfg.lr,
+        seed=cfg.seed, device=device, resume=resume, checkpoint_every=cfg.checkpoint_every, progress=progress)
+    return run
 
 
-def _check_resumable(cfg: Config, run):
-    stored = run.config
-    differ = [k for k, v in cfg.to_dict().items() if k not in Config.RESUMABLE and k in stored and stored[k] != v]
-    if differ:
-        raise RunFolderError(f"--resume of {run.path} with other settings than the run's: "
-                             + ", ".join(f"{cfg._flag(k)} {stored[k]!r} -> {getattr(cfg, k)!r}" for k in differ))
-
-
-def load(run_dir_or_checkpoint: str, device="cpu") -> Captioner:
-    """The captioner of a run folder (or its checkpoint.pt) written by :func:`train`/:func:`fit`."""
+def load(run_dir_or_checkpoint, device="cpu") -> Loaded:
+    """The captioner of a run folder (or its checkpoint.pt, or a Run) written by
+    :func:`train` / :func:`fit`: ``nets["captioner"]``, ``artefacts["vocab"]`` and
+    ``artefacts["image_size"]``; ``config`` is None for a folder :func:`fit` wrote alone."""
     from ..data import Vocabulary
     from ..data.vocab import SPECIALS
     from ..train import load_checkpoint
     from ..train.checkpoint import read_json_file
 
-    path = run_dir_or_checkpoint
+    path = run_dir_or_checkpoint.path if isinstance(run_dir_or_checkpoint, Run) else os.fspath(run_dir_or_checkpoint)
     ckpt = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
     folder = os.path.dirname(os.path.abspath(ckpt))
     bundle = os.path.join(folder, BUNDLE)
-    config = None
-    if os.path.isfile(os.path.join(folder, "run.json")):
-        run = load_run(folder, PAPER)
-        config = Config.from_dict(run.config)
+    run = config = None
+    if os.path.isfile(os.path.join(folder, RUN_FILE)):
+        run = find_run(folder, PAPER)
+        config = stored_config(run, Config)
     if not os.path.isfile(ckpt):
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
     if not os.path.isfile(bundle):
@@ -281,7 +238,9 @@ def load(run_dir_or_checkpoint: str, device="cpu") -> Captioner:
         raise ValueError(f"{bundle} holds a vocabulary without the special tokens {SPECIALS}")
     model = SemanticAttentionCaptioner(mcfg)
     load_checkpoint(ckpt, {MODULE: model})
-    return Captioner(model.to(device).eval(), Vocabulary(tokens[len(SPECIALS):]), image_size, folder, config)
+    return Loaded(config=config, nets={MODULE: model.to(device).eval()}, path=folder, run=run,
+                  device=torch.device(device),
+                  artefacts={"vocab": Vocabulary(tokens[len(SPECIALS):]), "image_size": image_size})
 
 
 @torch.no_grad()
@@ -378,9 +337,10 @@ def ablation(cfg: Config, out: str, *, device="cpu", num_beams: int = 3, max_len
         model = make_model(vocab, train_corpus, **vcfg.model_options())
         print(f"== {name}")
         t0 = time.perf_counter()
-        run = create_run(os.path.join(out, name.replace(" ", "_")), PAPER, vcfg.to_dict(), resume=True)
+        # A variant whose run already finished is loaded from its checkpoint, not trained again.
+        run = open_run(os.path.join(out, name.replace(" ", "_")), vcfg, resume=True)
         fit(model, vocab, train_corpus, steps=vcfg.steps, out_dir=run.path, batch_size=vcfg.batch_size, lr=vcfg.lr,
-            seed=vcfg.seed, device=device, progress=progress)
+            seed=vcfg.seed, device=device, progress=progress, resume=True)
         seconds = time.perf_counter() - t0
         scores = evaluate(model, vocab, held_out, num_beams=num_beams, max_length=max_length, device=device,
                           meteor=meteor)
