@@ -81,3 +81,71 @@ def hstack(images: Sequence[Image.Image], pad: int = 4, bg=(255, 255, 255)) -> I
         out.paste(im, (x, pad))
         x += im.width + pad
     return out
+
+
+def _axes(draw, box, lo, hi, title, ylabel):
+    x0, y0, x1, y1 = box
+    draw.line([(x0, y0), (x0, y1), (x1, y1)], fill=(0, 0, 0))
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        y = y1 - (y1 - y0) * k / 4
+        draw.line([(x0 - 3, y), (x0, y)], fill=(0, 0, 0))
+        draw.text((4, y - 6), f"{v:.3g}", fill=(0, 0, 0))
+    draw.text((x0, 6), title, fill=(0, 0, 0))
+    if ylabel:
+        draw.text((x0 + 4, y0 - 14), ylabel, fill=(90, 90, 90))
+
+
+def bar_chart(labels: Sequence[str], means: Sequence[float], errs: Sequence[float], path: str, *,
+              title: str = "", ylabel: str = "") -> str:
+    """A PNG bar chart: one bar per label at its mean, a whisker of +-err (e.g. the spread over
+    seeds), the value written above it."""
+    n = len(labels)
+    W, H, left, top, bottom = max(320, 90 * n + 80), 300, 60, 40, 60
+    hi = max([m + e for m, e in zip(means, errs)] + [1e-12])
+    lo = min([0.0] + [m - e for m, e in zip(means, errs)])
+    im = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    box = (left, top, W - 20, H - bottom)
+    _axes(draw, box, lo, hi, title, ylabel)
+
+    def y(v):
+        return box[3] - (box[3] - box[1]) * (v - lo) / max(hi - lo, 1e-12)
+
+    slot = (box[2] - box[0]) / max(n, 1)
+    for i, (lab, m, e) in enumerate(zip(labels, means, errs)):
+        cx = box[0] + slot * (i + 0.5)
+        draw.rectangle([cx - slot * 0.3, y(m), cx + slot * 0.3, y(0.0)], fill=PALETTE[i % len(PALETTE)])
+        draw.line([(cx, y(m - e)), (cx, y(m + e))], fill=(0, 0, 0), width=2)
+        draw.text((cx - slot * 0.3, y(m + e) - 12), f"{m:.3g}", fill=(0, 0, 0))
+        draw.text((cx - slot * 0.45, box[3] + 6 + 12 * (i % 2)), lab[:18], fill=(0, 0, 0))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    im.save(path)
+    return path
+
+
+def line_chart(series: dict, path: str, *, title: str = "", ylabel: str = "", log_y: bool = False) -> str:
+    """A PNG line chart of ``{name: [values per step]}`` (log10 of the values with ``log_y``),
+    with a legend."""
+    vals = {k: [float(np.log10(max(v, 1e-30))) if log_y else float(v) for v in s] for k, s in series.items() if s}
+    W, H, left, top, bottom = 520, 320, 60, 40, 40
+    flat = [v for s in vals.values() for v in s] or [0.0, 1.0]
+    lo, hi = min(flat), max(flat)
+    if hi - lo < 1e-12:
+        hi = lo + 1.0
+    im = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    box = (left, top, W - 130, H - bottom)
+    _axes(draw, box, lo, hi, title, ("log10 " if log_y else "") + ylabel)
+    steps = max(len(s) for s in vals.values()) if vals else 1
+    for i, (name, s) in enumerate(vals.items()):
+        color = PALETTE[i % len(PALETTE)]
+        pts = [(box[0] + (box[2] - box[0]) * j / max(steps - 1, 1), box[3] - (box[3] - box[1]) * (v - lo) / (hi - lo))
+               for j, v in enumerate(s)]
+        if len(pts) > 1:
+            draw.line(pts, fill=color, width=2)
+        draw.text((box[2] + 8, box[1] + 14 * i), name[:20], fill=color)
+    draw.text((box[0], box[3] + 6), f"0 .. {steps - 1} (iteration)", fill=(0, 0, 0))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    im.save(path)
+    return path

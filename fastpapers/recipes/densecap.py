@@ -14,7 +14,7 @@ from typing import ClassVar, Dict, Optional
 
 import torch
 
-from ..models.densecap import DenseCap, shapes_model, visual_genome_model
+from ..models.densecap import PROPOSALS, DenseCap, shapes_model, visual_genome_model
 from ..train import Trainer
 from ..train.checkpoint import read_json_file, seed_everything
 from ..train.rundir import RUN_FILE, Run
@@ -35,6 +35,7 @@ class Config(RecipeConfig):
     size: Optional[int] = None           # image side (default 64 shapes, 256 Visual Genome)
     backbone: Optional[str] = None       # "shapes" or "vgg16" (default: by data)
     hed_weights: bool = False
+    proposals: str = "rpn"               # "rpn" (the paper), "grid" or "image" (the baselines)
     n_train: int = 4000
     steps: int = 2000
     batch_size: int = 8
@@ -61,6 +62,7 @@ class Config(RecipeConfig):
         self.check_int("size", 16)
         self.check_int("checkpoint_every", 0)
         self.check_choice("backbone", ("shapes", "vgg16"))
+        self.check_choice("proposals", tuple(PROPOSALS))
         if self.hed_weights and self.backbone != "vgg16":
             raise ValueError(f"--hed-weights needs --backbone vgg16, got --backbone {self.backbone}")
         self.check_float("lr")
@@ -103,9 +105,9 @@ def build(cfg: Config, vocab) -> Dict[str, DenseCap]:
     """A fresh DenseCap for ``cfg`` over ``vocab`` (the shapes world's, or the training phrases')."""
     if cfg.data == "vg":
         model = visual_genome_model(vocab, cfg.size, backbone=cfg.backbone, hed_weights=cfg.hed_weights,
-                                    max_caption_length=cfg.max_words + 2)
+                                    max_caption_length=cfg.max_words + 2, proposals=cfg.proposals)
     else:
-        model = shapes_model(vocab, backbone=cfg.backbone, hed_weights=cfg.hed_weights)
+        model = shapes_model(vocab, backbone=cfg.backbone, hed_weights=cfg.hed_weights, proposals=cfg.proposals)
     return {MODULE: model}
 
 
