@@ -86,6 +86,7 @@ BAD = [
     (["demo", "--only", "nosuchstep", "--out", "{folder}"], ["--only", "nosuchstep"]),
     (["demo", "--only", "nms", "--out", "{a_file}"], ["a_file"]),
     (["demo", "--device", "tpu", "--out", "{folder}"], ["--device", "tpu"]),
+    (["demo", "--only", "nms", "--out", "/proc/fastpapers_test/x"], ["/proc/fastpapers_test"]),
 ]
 
 
