@@ -28,3 +28,10 @@ def test_gran_demo_trains_beside_a_run_made_with_other_settings(tmp_path):
     assert {f: os.path.getmtime(stale / f) for f in os.listdir(stale)} == before
     runs = sorted(d for d in os.listdir(out) if d.startswith("gran_run_"))
     assert len(runs) == 2 and "gran_run_old" in runs
+
+
+def test_run_dir_depends_on_the_run_folder_format(tmp_path, monkeypatch):
+    from fastpapers.demos import _rundir
+    a = run_dir(str(tmp_path), "gran_run", steps=100)
+    monkeypatch.setattr(_rundir, "RUN_VERSION", _rundir.RUN_VERSION + 1)
+    assert run_dir(str(tmp_path), "gran_run", steps=100) != a

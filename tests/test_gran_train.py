@@ -193,7 +193,8 @@ def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
     statistics the two discriminators are the same function, so they err alike on the test set.
     """
     import shutil
-    from fastpapers.train.checkpoint import atomic_save
+
+    from fastpapers.train import atomic_save
     _train(tmp_path / "a", 2, digits)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     path = tmp_path / "b" / "checkpoint.pt"
@@ -201,7 +202,7 @@ def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
     for k in ckpt["modules"]["D"]:
         if k.endswith("running_mean"):
             ckpt["modules"]["D"][k] += 50.0
-    atomic_save(ckpt, str(path))  # rewritten with its checksum: a deliberate change, not corruption
+    atomic_save(ckpt, str(path))  # rewritten as the library writes it, checksum included
     test = torch.rand(40, 1, 16, 16)
     a, b = str(tmp_path / "a" / "checkpoint.pt"), str(path)
     r = recipe.battle(a, b, n=30, test=test)

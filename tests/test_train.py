@@ -148,7 +148,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_save({"format": ckpt_mod.FORMAT, "w": torch.zeros(10)}, str(path))
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["ck.pt"]  # the temporary file was removed
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt", "ck.pt.sha256"]  # the temporary file was removed
 
 
 _WRITER = """
@@ -180,8 +180,12 @@ def test_kill_during_write_leaves_a_loadable_checkpoint(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    ck = load_checkpoint(str(path))
+    ck = load_checkpoint(str(path))  # verifies the checksum too
     assert ck["big"][0].item() == ck["i"] and ck["big"].numel() == 6_000_000
+    # The next write of the same file removes the temporary file the kill left behind.
+    atomic_save({"format": ckpt_mod.FORMAT, "i": -1}, str(path))
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt", "ck.pt.sha256"]
+    assert load_checkpoint(str(path))["i"] == -1
 
 
 def test_missing_and_corrupt_checkpoint_errors_name_the_file(tmp_path):

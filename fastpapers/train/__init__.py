@@ -40,7 +40,7 @@ Rules worth knowing:
 
 - Inside ``step_fn(tr, batch)``: ``tr.device``, ``tr.global_step`` (steps done before this
   one), ``tr.modules`` / ``tr.optimizers`` (your dicts), ``tr.rank``, ``tr.world_size``,
-  ``tr.is_main``. Return a dict of scalars to log (or None).
+  ``tr.is_main``, ``tr.stop_requested`` (a signal asked the run to stop after this step). Return a dict of scalars to log (or None).
 
 - ``modules`` / ``optimizers`` are dicts of names; modules are moved to ``device`` in place.
   ``tr.step(name, loss)`` updates one optimiser; call it as many times per step as you like
@@ -57,11 +57,18 @@ Rules worth knowing:
   ``{name: float}`` (logged as ``eval/<name>``). Both run on rank 0, in eval mode, under
   ``no_grad``, with the RNG seeded from ``seed`` and restored afterwards, so sampling never
   changes the training run.
+- Run folders (:mod:`fastpapers.train.rundir`): ``create_run(out, paper, config, resume=...)``
+  writes ``run.json`` (format ``fastpapers-run``, version 1); pass ``run.path`` as ``out_dir``.
+  ``load_run(path, paper)`` opens one for sampling or evaluation.
 - Checkpoint ``<out_dir>/checkpoint.pt`` (or ``checkpoint_path``) is written every
   ``checkpoint_every`` steps and at the end, atomically (temp file + ``os.replace``); it holds
   modules, optimisers, schedulers, grad scalers, every rank's RNG states, the data position
-  and the step. A killed run loses at most the steps since the last checkpoint. Weights alone:
-  ``load_checkpoint(path, {"G": G})``.
+  and the step. Every file written whole carries a ``.sha256`` sidecar that loading verifies
+  (:mod:`fastpapers.train.checkpoint`). A killed run loses at most the steps since the last
+  checkpoint. SIGINT and SIGTERM (what schedulers send) let the current step finish, save a
+  checkpoint and stop: ``KeyboardInterrupt`` (the CLI exits 130) or ``SystemExit(143)``; a
+  second signal stops at once. (Single-process runs; under torchrun the default handlers
+  stay.) Weights alone: ``load_checkpoint(path, {"G": G})``.
 - Distributed: launch the same script with ``torchrun --nproc_per_node N script.py``; the
   trainer joins the process group (gloo on CPU, nccl on CUDA, GPU = LOCAL_RANK), broadcasts
   rank 0's weights, averages gradients before every optimiser step (DDP's semantics; done
@@ -70,9 +77,13 @@ Rules worth knowing:
   reducer rejects), averages logged metrics, and logs/checkpoints on rank 0 only. Every rank
   must call ``tr.step`` for the same optimisers in the same order.
 """
-from .checkpoint import atomic_save, load_checkpoint, seed_everything
+from .checkpoint import (CorruptFileError, FileWriteError, atomic_save, atomic_save_json, load_checkpoint,
+                         load_torch_file, read_json_file, seed_everything)
 from .data import ResumableLoader
 from .log import MetricLogger
+from .rundir import RUN_FORMAT, RUN_VERSION, Run, RunFolderError, create_run, load_run
 from .trainer import Trainer
 
-__all__ = ["Trainer", "ResumableLoader", "MetricLogger", "atomic_save", "load_checkpoint", "seed_everything"]
+__all__ = ["Trainer", "ResumableLoader", "MetricLogger", "atomic_save", "atomic_save_json", "load_checkpoint",
+           "load_torch_file", "read_json_file", "seed_everything", "CorruptFileError", "FileWriteError",
+           "RUN_FORMAT", "RUN_VERSION", "Run", "RunFolderError", "create_run", "load_run"]

@@ -2,6 +2,9 @@
 import contextlib
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from typing import Any, Callable, Dict, Optional, Union
@@ -11,7 +14,8 @@ from torch import nn
 
 from .. import viz
 from . import distributed as D
-from .checkpoint import FORMAT, VERSION, atomic_save, get_rng_state, read_checkpoint, seed_everything, set_rng_state
+from .checkpoint import (FORMAT, VERSION, CorruptFileError, atomic_save, get_rng_state, read_checkpoint, remove_stale_temp_files,
+                         seed_everything, set_rng_state)
 from .data import ResumableLoader
 from .log import MetricLogger
 
@@ -37,6 +41,40 @@ def _rng_preserved():
         yield
     finally:
         set_rng_state(state)
+
+
+class _DeferredSignals:
+    """Turns the first SIGINT / SIGTERM into a flag the loop reads between steps.
+
+    Stopping in the middle of a step would leave some optimisers stepped and others not, so
+    the loop finishes the step, saves a checkpoint and only then stops. A second signal stops
+    at once. Installed only in the main thread of a single-process run: with several ranks
+    the save is a collective that every rank would have to reach at the same step.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.received: Optional[int] = None
+        self._old: Dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.received = signum
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+        return False
 
 
 class Trainer:
@@ -88,6 +126,7 @@ class Trainer:
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self.progress = progress
         self.global_step = 0
+        self._signals: Optional[_DeferredSignals] = None
 
         if amp and self.device.type != "cuda":
             warnings.warn("amp is used on CUDA only; training in float32 on " + str(self.device))
@@ -110,6 +149,12 @@ class Trainer:
         self._count = 0
 
     # ---- inside step_fn ------------------------------------------------------------------
+    @property
+    def stop_requested(self) -> bool:
+        """True once SIGINT or SIGTERM arrived during ``fit``: the loop saves and stops after the
+        current step. A step that loops for long (an inner optimisation) may check it to return early."""
+        return self._signals is not None and self._signals.received is not None
+
     def step(self, name: str, loss: Optional[torch.Tensor] = None, *, clip: Optional[float] = None,
              retain_graph: bool = False, closure: Optional[Callable[[], torch.Tensor]] = None
              ) -> Optional[torch.Tensor]:
@@ -169,6 +214,10 @@ class Trainer:
         continues where the first stopped. Returns the last logged metrics."""
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        if resume and self.is_main:
+            # Temporary files of a write that a kill interrupted (only our own pattern).
+            for folder in {os.path.dirname(os.path.abspath(self.checkpoint_path)), os.path.abspath(self.out_dir)}:
+                remove_stale_temp_files(folder)
         if resume and os.path.isfile(self.checkpoint_path):
             self.load(self.checkpoint_path)
             self.logger.truncate(self.global_step)
@@ -187,31 +236,56 @@ class Trainer:
                        dynamic_ncols=True, mininterval=0.5)
         last: Dict[str, float] = {}
         t0, s0 = time.perf_counter(), self.global_step
+        signals = self._signals = _DeferredSignals(self.world_size == 1)
         try:
-            while self.global_step < steps:
-                batch = _to_device(next(batches), self.device) if batches is not None else None
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    out = self.step_fn(self, batch)
-                self.global_step += 1
-                self._accumulate(out or {})
-                s = self.global_step
-                if self.log_every and (s % self.log_every == 0 or s == steps):
-                    last = self._flush(steps_per_s=(s - s0) / max(time.perf_counter() - t0, 1e-9))
-                    if bar is not None:
-                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:4]}, refresh=False)
-                if self.sample_every and s % self.sample_every == 0:
-                    self.sample()
-                if self.eval_every and s % self.eval_every == 0:
-                    last.update(self.evaluate())
-                if (self.checkpoint_every and s % self.checkpoint_every == 0) or s == steps:
-                    self.save()
-                if bar is not None:
-                    bar.update(1)
+            with signals:
+                self._loop(steps, batches, bar, last, t0, s0, signals)
         finally:
+            self._signals = None
             if bar is not None:
                 bar.close()
             self.logger.close()
         return last
+
+    def _loop(self, steps, batches, bar, last, t0, s0, signals) -> None:
+        saved_at = None
+        while True:
+            if signals.received is not None:
+                self._stop(signals.received, saved_at)
+            if self.global_step >= steps:
+                return
+            batch = _to_device(next(batches), self.device) if batches is not None else None
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                out = self.step_fn(self, batch)
+            self.global_step += 1
+            self._accumulate(out or {})
+            s = self.global_step
+            if self.log_every and (s % self.log_every == 0 or s == steps):
+                last.clear()
+                last.update(self._flush(steps_per_s=(s - s0) / max(time.perf_counter() - t0, 1e-9)))
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:4]}, refresh=False)
+            if self.sample_every and s % self.sample_every == 0:
+                self.sample()
+            if self.eval_every and s % self.eval_every == 0:
+                last.update(self.evaluate())
+            if (self.checkpoint_every and s % self.checkpoint_every == 0) or s == steps:
+                self.save()
+                saved_at = s
+            if bar is not None:
+                bar.update(1)
+
+    def _stop(self, signum: int, saved_at: Optional[int]) -> None:
+        """Save (unless this step was just saved) and stop: KeyboardInterrupt for SIGINT (exit
+        status 130 from the CLI), SystemExit(143) for SIGTERM."""
+        if saved_at != self.global_step:
+            self.save()
+        name = signal.Signals(signum).name
+        print(f"fastpapers: {name} received: checkpoint of step {self.global_step} saved to "
+              f"{self.checkpoint_path}; continue with --resume", file=sys.stderr)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
     def _accumulate(self, out: Dict[str, Any]) -> None:
         # Sums stay on the device: no host sync until the next log line.
@@ -282,6 +356,10 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         rng = D.all_gather_objects(get_rng_state())
+        # The metric sums of a log window still open, so that a run resumed from a checkpoint
+        # taken between two log lines logs the same averages as an uninterrupted one.
+        acc = D.all_gather_objects({"sums": {k: v.detach().cpu() for k, v in self._sums.items()},
+                                    "count": self._count})
         return {
             "format": FORMAT, "version": VERSION, "step": self.global_step, "seed": self.seed,
             "world_size": self.world_size,
@@ -291,6 +369,7 @@ class Trainer:
             "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
             "data": self.loader.state_dict() if self.loader is not None else None,
             "rng": rng,
+            "log": acc,
         }
 
     def save(self, path: Optional[str] = None) -> str:
@@ -305,6 +384,11 @@ class Trainer:
     def load(self, path: Optional[str] = None) -> dict:
         path = path or self.checkpoint_path
         ckpt = read_checkpoint(path, map_location="cpu")
+        missing = [k for k in ("step", "world_size", "modules", "optimizers", "schedulers", "scalers", "data", "rng")
+                   if k not in ckpt]
+        if missing:
+            raise CorruptFileError(f"checkpoint file {path} is not a Trainer checkpoint (it lacks {missing}); "
+                                   f"weights alone load with load_checkpoint(path, modules)")
         for kind, have in [("modules", self.modules), ("optimizers", self.optimizers),
                            ("schedulers", self.schedulers), ("scalers", self.scalers)]:
             if set(ckpt[kind]) != set(have):
@@ -321,8 +405,13 @@ class Trainer:
         if self.loader is not None and ckpt["data"] is not None:
             self.loader.load_state_dict(ckpt["data"])
         self.global_step = int(ckpt["step"])
+        self._sums, self._count = {}, 0
         if ckpt["world_size"] == self.world_size:
             set_rng_state(ckpt["rng"][self.rank])
+            acc = ckpt.get("log")
+            if acc:  # checkpoints written before the open log window was saved have none
+                self._sums = {k: v.to(self.device) for k, v in acc[self.rank]["sums"].items()}
+                self._count = int(acc[self.rank]["count"])
         else:
             warnings.warn(f"checkpoint {path} was written by {ckpt['world_size']} processes, resuming with "
                           f"{self.world_size}: the random streams are re-seeded, so the run is not bit-exact")
