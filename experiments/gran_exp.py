@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastpapers.commands import gran as G  # noqa: E402
-from fastpapers.models import gran  # noqa: E402
+from fastpapers.metrics import gam  # noqa: E402
+from fastpapers.recipes import gran as G  # noqa: E402
 from fastpapers.train.checkpoint import read_checkpoint  # noqa: E402
 
 
@@ -62,9 +62,9 @@ def train(a):
             t0 = time.process_time()
             # D learns 2.5x slower than G, the reference code's ratio (4e-5 vs 1e-4): with equal
             # rates a 16-wide D wins outright within a few hundred steps and G collapses.
-            G.train(d, steps=stop, batch_size=64, seed=seed, progress=False, resume=True,
-                    sample_every=a.snapshot_every, checkpoint_every=a.snapshot_every, timesteps=a.t[0],
-                    image_size=16, ngf=2 * a.width, ndf=a.width, lr_g=2e-4, lr_d=8e-5)
+            G.train(G.Config(steps=stop, batch_size=64, seed=seed, sample_every=a.snapshot_every,
+                             checkpoint_every=a.snapshot_every, timesteps=a.t[0], image_size=16, ngf=2 * a.width,
+                             ndf=a.width, lr_g=2e-4, lr_d=8e-5), d, progress=False, resume=True)
             cpu += time.process_time() - t0
             shutil.copyfile(os.path.join(d, "checkpoint.pt"), os.path.join(d, f"step_{stop:06d}.pt"))
             with open(cpu_path, "w") as f:
@@ -86,19 +86,19 @@ def report(a):
               for st, p in _snapshots(run_dir(a, t2, sd))[-a.last_snapshots:]]
     # What G.battle does per pair, with each snapshot's samples and judge made once: model 1
     # draws with seed 0, model 2 with seed 1; each discriminator judges a set as one batch.
-    # A snapshot's config.json is its run folder's, shared by all its snapshots.
+    # A snapshot's config is its run folder's run.json, shared by all its snapshots.
 
     def prepare(snaps, seed_):
         out = []
         for label, path in snaps:
-            _, g, d = G.load_run(path)
-            out.append((label, G.draw(g, a.n, seed=seed_)[0], gran.batch_statistics(d)))
+            nets = G.load(path).nets
+            out.append((label, G.draw(nets["G"], a.n, seed=seed_)[0], gam.batch_statistics(nets["D"])))
         return out
 
     rows, second = [], prepare(snaps2, 1)
     for s1, x1, d1 in prepare(snaps1, 0):
         for s2, x2, d2 in second:
-            r = gran.gam_battle(d1, x1, d2, x2, test, tolerance=a.tolerance, batch_size=max(a.n, len(test)))
+            r = gam.gam_battle(d1, x1, d2, x2, test, tolerance=a.tolerance, batch_size=max(a.n, len(test)))
             rows.append({"model1": f"T={t1} {s1}", "model2": f"T={t2} {s2}", **r.as_dict()})
     valid = [r for r in rows if r["valid"]]
     summary = {"seeds": a.seeds, "pairs": len(rows), "valid": len(valid),
@@ -117,7 +117,7 @@ def report(a):
     with open(os.path.join(a.root, f"battles_T{t1}_T{t2}.json"), "w") as f:
         json.dump({"summary": summary, "battles": rows}, f, indent=1)
     for t in a.t:
-        _, g, _ = G.load_run(os.path.join(run_dir(a, t, seed), "checkpoint.pt"))
+        g = G.load(os.path.join(run_dir(a, t, seed), "checkpoint.pt")).nets["G"]
         canvas, steps = G.draw(g, 64, seed=0)
         save_grid(canvas, os.path.join(a.img, f"gran_T{t}_samples.png"), nrow=8, scale=2)
         G.save_step_grid(steps[:8], os.path.join(a.img, f"gran_T{t}_steps.png"), scale=3)

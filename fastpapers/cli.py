@@ -20,7 +20,7 @@ them:
   declares with plain ``type=int`` / ``type=float`` get the checked types of
   :mod:`fastpapers.commands._common` by name (``--steps`` and ``--batch-size`` positive,
   ``--checkpoint-every`` and ``--sample-every`` >= 0, learning rates finite and > 0, every
-  float finite, ``--out`` non-empty; see ``_CONVENTIONS``). A command that picks its own
+  float finite, ``--out`` non-empty; see ``_INT_TYPES`` / ``_FLOAT_TYPES``). A command that picks its own
   ``type=`` keeps it.
 - Interrupts: Ctrl-C exits 130 (a training run saves its checkpoint first), SIGTERM 143.
 """
@@ -38,21 +38,17 @@ from .commands import _common as T
 from .train.checkpoint import torch_load_reason
 
 # Flag conventions applied to every command's plain int/float flags, by argparse dest.
-_POSITIVE_INT = {"steps", "batch_size", "beam", "beams", "n", "samples", "timesteps", "width", "hidden", "emb",
-                 "levels", "threads", "stage_steps", "delta", "max_len", "max_length", "conv_hidden", "conv_kernel",
-                 "dim", "iters", "n_test", "n_train", "size", "scenes", "top_k", "train_size", "zoom", "attributes",
-                 "embed_steps", "style_steps", "rows"}
-_NONNEG_INT = {"checkpoint_every", "sample_every", "save_every", "xent_steps", "noise_anneal_steps", "cls"}
-_POSITIVE_FLOAT = {"lr", "lr_d", "lr_g", "rl_lr", "cpu_seconds", "style_scale"}
-_NONNEG_FLOAT = {"content_weight", "style_weight", "tv_weight", "reg_weight", "instance_noise", "tolerance"}
-_PROB_FLOAT = {"val_fraction", "style_blend"}
-_CONVENTIONS = {**{d: T.positive_int for d in _POSITIVE_INT}, **{d: T.nonneg_int for d in _NONNEG_INT},
-                **{d: T.positive_float for d in _POSITIVE_FLOAT}, **{d: T.nonneg_float for d in _NONNEG_FLOAT},
-                **{d: T.prob_float for d in _PROB_FLOAT}}
-
-
-def _finite_float(text: str) -> float:
-    return T._float(text, "a finite number", lambda v: True)
+_INT_TYPES = {**dict.fromkeys(("steps", "batch_size", "beam", "beams", "n", "samples", "timesteps", "width", "hidden",
+                               "emb", "levels", "threads", "stage_steps", "delta", "max_len", "max_length",
+                               "conv_hidden", "conv_kernel", "dim", "iters", "n_test", "n_train", "size", "scenes",
+                               "top_k", "train_size", "zoom", "attributes", "embed_steps", "style_steps", "rows"),
+                              T.positive_int),
+              **dict.fromkeys(("checkpoint_every", "sample_every", "save_every", "xent_steps", "noise_anneal_steps",
+                               "cls"), T.nonneg_int)}
+_FLOAT_TYPES = {**dict.fromkeys(("lr", "lr_d", "lr_g", "rl_lr", "cpu_seconds", "style_scale"), T.positive_float),
+                **dict.fromkeys(("content_weight", "style_weight", "tv_weight", "reg_weight", "instance_noise",
+                                 "tolerance"), T.nonneg_float),
+                **dict.fromkeys(("val_fraction", "style_blend"), T.prob_float)}
 
 
 class _ValueRefusedExit(SystemExit):
@@ -79,6 +75,12 @@ def _verbs_action(parser):
     return None
 
 
+def _needs_more(parser) -> bool:
+    """Whether the command cannot run without a verb or another positional word."""
+    return _verbs_action(parser) is not None or any(
+        not a.option_strings and a.nargs not in ("?", "*", argparse.REMAINDER) for a in parser._actions)
+
+
 def _apply_conventions(parser) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -90,12 +92,10 @@ def _apply_conventions(parser) -> None:
             continue
         if action.dest == "out" and action.type is None:
             action.type = T.nonempty_path
-        elif action.type is int and action.dest in _CONVENTIONS and _CONVENTIONS[action.dest] in (T.positive_int,
-                                                                                                   T.nonneg_int):
-            action.type = _CONVENTIONS[action.dest]
+        elif action.type is int and action.dest in _INT_TYPES:
+            action.type = _INT_TYPES[action.dest]
         elif action.type is float:
-            conv = _CONVENTIONS.get(action.dest)
-            action.type = conv if conv in (T.positive_float, T.nonneg_float, T.prob_float) else _finite_float
+            action.type = _FLOAT_TYPES.get(action.dest, T.finite_float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +168,11 @@ def _reason(exc: BaseException) -> str:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = _verbs_action(parser).choices
+    if len(argv) == 1 and argv[0] in commands and _needs_more(commands[argv[0]]):
+        commands[argv[0]].print_help()  # `fastpapers caption`, `fastpapers densecap`: show the verbs
+        return 2
     try:
         args = parser.parse_args(argv)
     except _ValueRefusedExit as exc:

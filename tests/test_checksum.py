@@ -139,3 +139,34 @@ def test_json_helpers(tmp_path):
     open(path + ".sha256", "w").write("not a digest\n")
     with pytest.raises(C.CorruptFileError, match="c.json.sha256"):
         C.read_json_file(path)
+
+
+def test_a_write_after_a_kill_before_the_rename_keeps_the_current_file_verifiable(tmp_path, monkeypatch):
+    # Killed after the sidecar listed [interrupted, current] but before the rename: the file is
+    # still the current one. The next write must carry the current file's digest, not the
+    # interrupted one's, while it replaces the file.
+    path = str(tmp_path / "ck.pt")
+    C.atomic_save(_ck(0), path)
+    real_rename = C._rename_over
+
+    def killed(tmp, dst):
+        if dst == path:
+            raise KeyboardInterrupt
+        return real_rename(tmp, dst)
+
+    monkeypatch.setattr(C, "_rename_over", killed)
+    with pytest.raises(KeyboardInterrupt):
+        C.atomic_save(_ck(1), path)
+    assert len(open(path + ".sha256").read().splitlines()) == 2 and C.load_checkpoint(path)["step"] == 0
+    seen = []
+
+    def watch(tmp, dst):
+        if dst == path:  # the sidecar as it stands while the file is being replaced
+            seen.append(open(path + ".sha256").read().split())
+        return real_rename(tmp, dst)
+
+    monkeypatch.setattr(C, "_rename_over", watch)
+    current = C.sha256_file(path)
+    C.atomic_save(_ck(2), path)
+    assert current in seen[0]
+    assert C.load_checkpoint(path)["step"] == 2

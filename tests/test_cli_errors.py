@@ -82,10 +82,14 @@ BAD = [
     (["caption", "eval", "--beams", "0"], ["--beams", "'0'"]),
     (["gran", "train", "--steps", "ten"], ["--steps", "'ten'"]),
     (["gran", "nosuchverb"], ["nosuchverb"]),
+    (["gran", "battle", "--checkpoint", "{flipped}", "--checkpoint", "{flipped}", "--tolerance", "nan"],
+     ["--tolerance", "'nan'"]),
+    (["style", "--content-weight", "-1"], ["--content-weight", "'-1'"]),
     (["nosuchcommand"], ["nosuchcommand"]),
     (["demo", "--only", "nosuchstep", "--out", "{folder}"], ["--only", "nosuchstep"]),
     (["demo", "--only", "nms", "--out", "{a_file}"], ["a_file"]),
     (["demo", "--device", "tpu", "--out", "{folder}"], ["--device", "tpu"]),
+    (["demo", "--only", "nms", "--out", "/proc/fastpapers_test/x"], ["/proc/fastpapers_test"]),
 ]
 
 
@@ -105,11 +109,11 @@ def test_bad_invocations_fail_in_one_line(argv, needles, files, capsys):
 @pytest.mark.parametrize("paper,name", [("semantic_attention", "semantic_attention"),
                                         ("caption", "semantic_attention"),  # the alias shows the paper's name
                                         ("gran", "gran"), ("lapgan", "lapgan"), ("mixer", "mixer"),
-                                        ("text2image", "text2image")])
+                                        ("text2image", "text2image"), ("densecap", "densecap")])
 def test_bare_paper_command_prints_its_verbs(paper, name, capsys):
     code, out, err = _call([paper], capsys)
     assert code == 2
-    assert "train" in out and "usage: fastpapers " + name in out
+    assert "train" in out and out.startswith("usage: fastpapers " + name)
     assert "Traceback" not in err
 
 
@@ -163,3 +167,22 @@ def test_interrupt_exits_130(monkeypatch, capsys):
 def test_good_invocation_still_works(capsys):
     code, out, err = _call(["info"], capsys)
     assert code == 0 and json.loads(out)
+
+
+def test_conventions_keep_a_commands_own_type():
+    import argparse
+
+    from fastpapers.commands import _common as T
+    parser = cli.build_parser()
+    commands = cli._verbs_action(parser).choices
+    train = cli._verbs_action(commands["gran"]).choices["train"]
+    types = {a.dest: a.type for a in train._actions if a.option_strings}
+    assert types["steps"] is T.positive_int and types["checkpoint_every"] is T.nonneg_int
+    assert types["lr_d"] is T.positive_float and types["out"] is T.nonempty_path and types["seed"] is int
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    p = sub.add_parser("x")
+    p.add_argument("--steps", type=lambda s: int(s) - 1)
+    own = p._actions[-1].type
+    cli._apply_conventions(p)
+    assert p._actions[-1].type is own

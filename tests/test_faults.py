@@ -188,6 +188,12 @@ def test_resume_refuses_a_corrupt_checkpoint_in_one_line(tmp_path):
         _tiny_trainer(tmp_path).fit(10, resume=True)
 
 
+def test_resume_refuses_a_weights_only_checkpoint(tmp_path):
+    C.atomic_save({"format": C.FORMAT, "step": 3, "modules": {}}, str(tmp_path / "checkpoint.pt"))
+    with pytest.raises(C.CorruptFileError, match=r"checkpoint.pt is not a Trainer checkpoint \(it lacks"):
+        _tiny_trainer(tmp_path).fit(10, resume=True)
+
+
 def test_log_reader_tolerates_a_torn_tail_only(tmp_path):
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a": 2.0}\n{"step": 3, "a"')

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from fastpapers.metrics import gam
 from fastpapers.models import gran
 from tests.utils import assert_close, assert_raises_naming
 
@@ -122,7 +123,7 @@ def test_gam_toy_discriminators():
     samples1 = images([0.9, 0.55, 0.3, 0.2])          # from G1
     samples2 = images([0.65, 0.5, 0.35, 0.1])         # from G2
     d1, d2 = brightness_disc(0.5), brightness_disc(0.4)
-    r = gran.gam_battle(d1, samples1, d2, samples2, test)
+    r = gam.gam_battle(d1, samples1, d2, samples2, test)
     # D1 calls 0.45 fake: 1/5 test error. D2 calls everything in test real: 0 errors.
     assert r.test_error_1 == pytest.approx(0.2) and r.test_error_2 == 0.0
     assert r.r_test == math.inf and not r.valid and r.winner == "invalid"
@@ -132,11 +133,11 @@ def test_gam_toy_discriminators():
     assert r.r_sample == pytest.approx(0.5)
     # With a test set both judge equally, the battle is valid and model 1 wins (r_sample < 1).
     easy_test = images([0.9, 0.8, 0.7, 0.35, 0.3])
-    r = gran.gam_battle(d1, samples1, d2, samples2, easy_test)
+    r = gam.gam_battle(d1, samples1, d2, samples2, easy_test)
     assert r.test_error_1 == pytest.approx(0.4) and r.test_error_2 == pytest.approx(0.4)
     assert r.r_test == 1.0 and r.valid and r.winner == "model 1"
     # Swapping the roles swaps the verdict.
-    r = gran.gam_battle(d2, samples2, d1, samples1, easy_test)
+    r = gam.gam_battle(d2, samples2, d1, samples1, easy_test)
     assert r.r_sample == pytest.approx(2.0) and r.winner == "model 2"
 
 
@@ -144,7 +145,7 @@ def test_gam_identical_models_tie():
     d = brightness_disc(0.5)
     s = images([0.9, 0.2, 0.6])
     test = images([0.7, 0.3])
-    r = gran.gam_battle(d, s, d, s, test)
+    r = gam.gam_battle(d, s, d, s, test)
     assert r.r_test == 1.0 and r.r_sample == 1.0 and r.winner == "tie"
 
 
@@ -156,8 +157,8 @@ def test_gam_on_trained_modules_runs_in_batches():
     with torch.no_grad():
         s1, s2 = g1(g1.sample_z(7)), g2(g2.sample_z(7))
     test = torch.rand(9, 1, 16, 16)
-    full = gran.gam_battle(d1, s1, d2, s2, test, batch_size=100)
-    split = gran.gam_battle(d1, s1, d2, s2, test, batch_size=2)
+    full = gam.gam_battle(d1, s1, d2, s2, test, batch_size=100)
+    split = gam.gam_battle(d1, s1, d2, s2, test, batch_size=2)
     assert full == split
     for v in (full.test_error_1, full.test_error_2, full.sample_error_1, full.sample_error_2):
         assert 0.0 <= v <= 1.0
@@ -166,9 +167,9 @@ def test_gam_on_trained_modules_runs_in_batches():
 def test_gam_bad_input():
     d = brightness_disc(0.5)
     s = images([0.5])
-    assert_raises_naming(ValueError, "samples2", gran.gam_battle, d, s, d, torch.zeros(0, 1, 4, 4), s)
-    assert_raises_naming(ValueError, "test_images", gran.gam_battle, d, s, d, s, torch.zeros(3, 4))
-    assert_raises_naming(ValueError, "tolerance", gran.gam_battle, d, s, d, s, s, tolerance=-1)
+    assert_raises_naming(ValueError, "samples2", gam.gam_battle, d, s, d, torch.zeros(0, 1, 4, 4), s)
+    assert_raises_naming(ValueError, "test_images", gam.gam_battle, d, s, d, s, torch.zeros(3, 4))
+    assert_raises_naming(ValueError, "tolerance", gam.gam_battle, d, s, d, s, s, tolerance=-1)
 
 
 def test_batch_statistics_judges_with_the_batch_and_leaves_disc_alone():
@@ -179,7 +180,7 @@ def test_batch_statistics_judges_with_the_batch_and_leaves_disc_alone():
         d(torch.rand(6, 1, 16, 16) * 0.1)  # running averages now describe another kind of input
     d.eval()
     before = {k: v.clone() for k, v in d.state_dict().items()}
-    judge = gran.batch_statistics(d)
+    judge = gam.batch_statistics(d)
     with torch.no_grad():
         running = d(x)
         d.train()
@@ -193,4 +194,4 @@ def test_batch_statistics_judges_with_the_batch_and_leaves_disc_alone():
     assert not d.training
     for k, v in d.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert_raises_naming(TypeError, "disc", gran.batch_statistics, lambda x: x)
+    assert_raises_naming(TypeError, "disc", gam.batch_statistics, lambda x: x)

@@ -1,4 +1,5 @@
-"""GRAN end to end through the shared Trainer: a few steps, resume, sample, battle, CLI."""
+"""GRAN end to end through the recipe and the shared Trainer: a few steps, resume, sample,
+battle, CLI, and the CLI's answers to bad input."""
 import json
 import os
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from fastpapers import cli
-from fastpapers.commands import gran as gran_cmd
+from fastpapers.recipes import gran as recipe
 
 TINY = dict(nz=8, timesteps=2, image_size=16, ngf=8, ndf=8, hz_dim=8, hc_dim=8)
 
@@ -17,13 +18,26 @@ def digits():
     return torch.utils.data.TensorDataset(torch.rand(48, 1, 16, 16, generator=g), torch.zeros(48, dtype=torch.long))
 
 
-def _train(out, steps, digits, resume=False):
-    return gran_cmd.train(str(out), steps=steps, batch_size=8, data=digits, resume=resume, progress=False,
-                          sample_every=2, checkpoint_every=2, log_every=1, **TINY)
+def _cfg(steps, **kw):
+    return recipe.Config(steps=steps, batch_size=8, sample_every=2, checkpoint_every=2, log_every=1,
+                         **dict(TINY, **kw))
+
+
+def _train(out, steps, digits, resume=False, **kw):
+    return recipe.train(_cfg(steps, **kw), str(out), data=digits, resume=resume, progress=False)
 
 
 def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["modules"]
+
+
+def main(argv, capsys):
+    """(exit status, stderr) of ``fastpapers ARGV``, whether argparse or the command refused it."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
 
 
 def test_train_resume_is_bit_exact_and_samples(tmp_path, digits):
@@ -35,10 +49,12 @@ def test_train_resume_is_bit_exact_and_samples(tmp_path, digits):
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), (net, k)
     assert os.path.isfile(tmp_path / "straight" / "samples" / "sample_0000004.png")
-    with open(tmp_path / "straight" / "config.json") as f:
-        assert json.load(f)["timesteps"] == 2
+    loaded = recipe.load(str(tmp_path / "straight"))
+    assert loaded.config.timesteps == 2 and loaded.run.paper == "gran"
+    # The resumed run's run.json records the schedule it was continued with.
+    assert recipe.load(str(tmp_path / "split" / "checkpoint.pt")).config.steps == 4
 
-    written = gran_cmd.sample(str(tmp_path / "straight" / "checkpoint.pt"), str(tmp_path / "out"), n=5, rows=3)
+    written = recipe.sample(str(tmp_path / "straight" / "checkpoint.pt"), str(tmp_path / "out"), n=5, rows=3)
     from PIL import Image
     steps_png = Image.open(written[1])
     # 3 rows x 2 steps of 16-pixel images with 2-pixel padding, upscaled 2x.
@@ -48,27 +64,35 @@ def test_train_resume_is_bit_exact_and_samples(tmp_path, digits):
 def test_resume_with_another_config_is_refused(tmp_path, digits):
     _train(tmp_path, 1, digits)
     with pytest.raises(ValueError, match="config"):
-        gran_cmd.train(str(tmp_path), steps=2, batch_size=8, data=digits, resume=True, progress=False,
-                       **dict(TINY, timesteps=3))
+        _train(tmp_path, 2, digits, resume=True, timesteps=3)
+
+
+def test_config_errors_name_the_flag():
+    with pytest.raises(ValueError, match=r"ngf \(--width\)"):
+        recipe.Config(ngf=0)
+    with pytest.raises(ValueError, match=r"unknown gran config keys \['depth'\]"):
+        recipe.Config.from_dict({"depth": 3})
 
 
 def test_battle_between_two_runs(tmp_path, digits):
     _train(tmp_path / "a", 2, digits)
     _train(tmp_path / "b", 3, digits)
     test = torch.rand(20, 1, 16, 16)
-    r = gran_cmd.battle(str(tmp_path / "a" / "checkpoint.pt"), str(tmp_path / "b" / "checkpoint.pt"), n=30, test=test)
+    r = recipe.battle(str(tmp_path / "a" / "checkpoint.pt"), str(tmp_path / "b" / "checkpoint.pt"), n=30, test=test)
     for v in (r.test_error_1, r.test_error_2, r.sample_error_1, r.sample_error_2):
         assert 0.0 <= v <= 1.0
     assert r.winner in ("model 1", "model 2", "tie", "invalid")
-    self_battle = gran_cmd.battle(str(tmp_path / "a" / "checkpoint.pt"), str(tmp_path / "a" / "checkpoint.pt"),
-                                  n=30, test=test)
+    self_battle = recipe.battle(str(tmp_path / "a" / "checkpoint.pt"), str(tmp_path / "a" / "checkpoint.pt"),
+                                n=30, test=test)
     assert self_battle.r_test == 1.0
+    assert recipe.evaluate(str(tmp_path / "a"), str(tmp_path / "a"), n=30, test=test)["r_test"] == 1.0
 
 
 def test_cli_train_sample_battle_on_mnist(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert cli.main(["gran", "train", "--out", run, "--steps", "2", "--batch-size", "8", "--width", "8",
                      "--timesteps", "2", "--sample-every", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss_d"] > 0
     ckpt = os.path.join(run, "checkpoint.pt")
     assert cli.main(["gran", "sample", "--checkpoint", ckpt, "--out", str(tmp_path / "s"), "--n", "4"]) == 0
     assert os.path.isfile(tmp_path / "s" / "steps.png")
@@ -80,14 +104,86 @@ def test_cli_train_sample_battle_on_mnist(tmp_path, capsys):
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    assert cli.main(["gran", "train", "--out", str(tmp_path), "--steps", "0"]) == 2
-    assert "--steps" in capsys.readouterr().err
-    assert cli.main(["gran", "train", "--out", str(tmp_path), "--steps", "1", "--timesteps", "0"]) == 2
-    assert "--timesteps" in capsys.readouterr().err
-    assert cli.main(["gran", "sample", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
-    assert "config" in capsys.readouterr().err
-    assert cli.main(["gran", "battle", "--checkpoint", "a.pt"]) == 2
-    assert "exactly twice" in capsys.readouterr().err
+    assert main(["gran", "train", "--out", str(tmp_path), "--steps", "0"], capsys)[0] == 2
+    assert main(["gran", "train", "--out", str(tmp_path), "--steps", "1", "--timesteps", "0"], capsys)[0] == 2
+    code, err = main(["gran", "sample", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
+    assert code == 2 and "run.json" in err
+    code, err = main(["gran", "battle", "--checkpoint", "a.pt"], capsys)
+    assert code == 2 and "exactly twice" in err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("gran_run")
+    _train(out, 2, digits)
+    return out
+
+
+def _copy_with(trained, tmp_path, name, content):
+    import shutil
+    folder = tmp_path / "bad"
+    shutil.copytree(trained, folder)
+    path = folder / name
+    if callable(content):
+        content = content(path.read_bytes())
+    path.write_bytes(content)
+    return folder
+
+
+def _flip(data):
+    data = bytearray(data)
+    data[len(data) // 2] ^= 0x10
+    return bytes(data)
+
+
+BAD_FILES = [  # (file, new content) -> the refusal names the file
+    ("checkpoint.pt", _flip), ("checkpoint.pt", b""), ("checkpoint.pt", lambda b: b[:len(b) // 3]),
+    ("checkpoint.pt", os.urandom(300)), ("run.json", b""), ("run.json", b'{"format": "fastpapers-run", "ver'),
+    ("run.json", os.urandom(64)),
+]
+
+
+@pytest.mark.parametrize("verb", ["sample", "battle"])
+@pytest.mark.parametrize("name,content", BAD_FILES)
+def test_cli_refuses_corrupt_run_files(trained, tmp_path, capsys, verb, name, content):
+    folder = _copy_with(trained, tmp_path, name, content)
+    ckpt = str(folder / "checkpoint.pt")
+    argv = ["gran", "sample", "--checkpoint", ckpt, "--out", str(tmp_path / "s")] if verb == "sample" else \
+        ["gran", "battle", "--checkpoint", ckpt, "--checkpoint", ckpt, "--n", "4"]
+    code, err = main(argv, capsys)
+    assert code != 0 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and name in err, err
+    assert not os.path.exists(tmp_path / "s")
+
+
+BAD_FLAGS = [  # argv after `gran`, what the one-line reason must name
+    (["train", "--steps", "0"], "--steps"), (["train", "--steps", "-3"], "--steps"),
+    (["train", "--batch-size", "0"], "--batch-size"), (["train", "--out", ""], "--out"),
+    (["train", "--timesteps", "0"], "--timesteps"), (["train", "--width", "0"], "--width"),
+    (["train", "--size", "9"], "--size"), (["train", "--size", "0"], "--size"),
+    (["train", "--lr-d", "nan"], "--lr-d"), (["train", "--lr-g", "-1"], "--lr-g"),
+    (["train", "--checkpoint-every", "-1"], "--checkpoint-every"), (["train", "--device", "tpu"], "--device"),
+    (["sample", "--checkpoint", "x.pt", "--n", "0"], "--n"), (["sample", "--checkpoint", "x.pt", "--rows", "0"], "--rows"),
+    (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--n", "0"], "--n"),
+    (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--tolerance", "-1"], "--tolerance"),
+    (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--bn", "eval"], "--bn"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", BAD_FLAGS)
+def test_cli_bad_flags_table(tmp_path, capsys, argv, flag):
+    if argv[0] == "train" and "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path / "run")]
+    code, err = main(["gran"] + argv, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert flag in err.strip().splitlines()[-1], err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_bare_command_prints_its_verbs(capsys):
+    assert cli.main(["gran"]) == 2
+    out = capsys.readouterr().out
+    assert all(verb in out for verb in ("train", "sample", "battle"))
 
 
 def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
@@ -109,9 +205,9 @@ def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
     atomic_save(ckpt, str(path))  # rewritten as the library writes it, checksum included
     test = torch.rand(40, 1, 16, 16)
     a, b = str(tmp_path / "a" / "checkpoint.pt"), str(path)
-    r = gran_cmd.battle(a, b, n=30, test=test)
+    r = recipe.battle(a, b, n=30, test=test)
     assert r.test_error_1 == r.test_error_2 and r.r_test == 1.0
-    running = gran_cmd.battle(a, b, n=30, test=test, bn="running")
+    running = recipe.battle(a, b, n=30, test=test, bn="running")
     assert running.test_error_1 != running.test_error_2  # the corruption matters in eval mode
     with pytest.raises(ValueError, match="bn"):
-        gran_cmd.battle(a, b, n=30, test=test, bn="eval")
+        recipe.battle(a, b, n=30, test=test, bn="eval")

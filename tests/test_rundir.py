@@ -172,3 +172,11 @@ def test_run_load_checkpoint(tmp_path):
     assert torch.equal(other.weight, lin.weight)
     with pytest.raises(ValueError, match="does not fit"):
         run.load_checkpoint({"m": torch.nn.Linear(3, 2)})
+
+
+def test_check_config_lists_every_difference(tmp_path):
+    run = create_run(str(tmp_path / "r"), "gran", {"a": 1, "b": [2, 3], "c": "x"})
+    run.check_config({"a": 1, "b": [2, 3], "c": "x"})
+    run.check_config({"a": 1, "b": [9], "c": "x"}, keys=["a", "c"])
+    with pytest.raises(RunFolderError, match=r"b: run has \[2, 3\], asked \[9\]; c: run has 'x', asked \(none\)"):
+        run.check_config({"a": 1, "b": [9]})

@@ -4,7 +4,7 @@
 - :func:`add_training_flags`: ``--steps``, ``--batch-size``, ``--checkpoint-every``,
   ``--sample-every``, ``--resume`` (and ``--lr`` when the command has one learning rate).
 - ``type=`` helpers (:func:`positive_int`, :func:`nonneg_int`, :func:`positive_float`,
-  :func:`prob_float`, :func:`nonempty_path`): a bad value is refused by argparse itself with
+  :func:`nonneg_float`, :func:`finite_float`, :func:`prob_float`, :func:`nonempty_path`, :func:`device_name`): a bad value is refused by argparse itself with
   one line that names the flag, e.g. ``argument --steps: expected a positive int, got '0'``.
 
 >>> import argparse
@@ -56,6 +56,11 @@ def _float(text: str, what: str, ok) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """argparse type: any finite float (refuses nan and inf)."""
+    return _float(text, "a finite number", lambda v: True)
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite float > 0 (refuses nan and inf)."""
     return _float(text, "a finite number > 0", lambda v: v > 0)
@@ -78,10 +83,18 @@ def nonempty_path(text: str) -> str:
     return text
 
 
+def device_name(text: str) -> str:
+    """argparse type: ``cpu``, ``cuda`` or ``cuda:N`` (whether CUDA is present is checked by
+    :func:`resolve_device` when the command runs)."""
+    if text in ("cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ValueRefused(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
 def add_common(p, *, out_default=None, out_help="output path"):
     p.add_argument("--out", type=nonempty_path, default=out_default, help=f"{out_help} (default: {out_default})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
 def add_training_flags(p, *, steps: int, batch_size: int, checkpoint_every=None, sample_every=None, lr=None):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from .gan import adversarial_step, dcgan_adam
 
 __all__ = ["LAPGAN", "SingleScaleGAN", "lapgan_step_fn", "lapgan_optimizers", "gan_step_fn", "gan_optimizers",
            "count_parameters", "matched_gan", "sample_strip"]
@@ -227,10 +228,6 @@ class LAPGAN(nn.Module):
         return (out, [lv.clamp(-1, 1) for lv in levels]) if return_levels else out
 
 
-def _bce(logits, real: bool):
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))
-
-
 def lapgan_step_fn(model: LAPGAN):
     """Trainer step: for every level, one discriminator and one generator update on that level's
     slice of the batch's pyramid. Optimisers are named "D<k>" and "G<k>"."""
@@ -244,18 +241,10 @@ def lapgan_step_fn(model: LAPGAN):
         with torch.no_grad():
             targets = model.level_targets(x)
         for k, t in enumerate(targets):
-            D = model.discriminators[k]
-            cond = t.get("cond")
+            D, cond = model.discriminators[k], t.get("cond")
             fake = model.generate_level(k, n, cond=cond, onehot=onehot)
-            if cond is None:
-                d_real, d_fake = D(t["real"], onehot), D(fake.detach(), onehot)
-            else:
-                d_real, d_fake = D(t["real"], cond, onehot), D(fake.detach(), cond, onehot)
-            loss_d = _bce(d_real, True) + _bce(d_fake, False)
-            tr.step(f"D{k}", loss_d)
-            d_gen = D(fake, onehot) if cond is None else D(fake, cond, onehot)
-            loss_g = _bce(d_gen, True)
-            tr.step(f"G{k}", loss_g)
+            disc = (lambda im: D(im, onehot)) if cond is None else (lambda im: D(im, cond, onehot))
+            loss_d, loss_g = adversarial_step(disc, t["real"], fake, tr.step, d=f"D{k}", g=f"G{k}")
             metrics[f"loss_d{k}"] = loss_d.detach()
             metrics[f"loss_g{k}"] = loss_g.detach()
         return metrics
@@ -266,8 +255,8 @@ def lapgan_step_fn(model: LAPGAN):
 def lapgan_optimizers(model: LAPGAN, lr: float = 2e-4) -> Dict[str, torch.optim.Optimizer]:
     opts = {}
     for k in range(model.levels):
-        opts[f"G{k}"] = torch.optim.Adam(model.generators[k].parameters(), lr, betas=(0.5, 0.999))
-        opts[f"D{k}"] = torch.optim.Adam(model.discriminators[k].parameters(), lr, betas=(0.5, 0.999))
+        opts[f"G{k}"] = dcgan_adam(model.generators[k].parameters(), lr)
+        opts[f"D{k}"] = dcgan_adam(model.discriminators[k].parameters(), lr)
     return opts
 
 
@@ -298,18 +287,14 @@ def gan_step_fn(model: SingleScaleGAN):
         z = torch.rand(x.shape[0], model.noise_dim, device=x.device) * 2 - 1
         fake = model.generator(z, onehot)
         D = model.discriminator
-        loss_d = _bce(D(x, onehot), True) + _bce(D(fake.detach(), onehot), False)
-        tr.step("D", loss_d)
-        loss_g = _bce(D(fake, onehot), True)
-        tr.step("G", loss_g)
+        loss_d, loss_g = adversarial_step(lambda im: D(im, onehot), x, fake, tr.step)
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
 
     return step
 
 
 def gan_optimizers(model: SingleScaleGAN, lr: float = 2e-4) -> Dict[str, torch.optim.Optimizer]:
-    return {"G": torch.optim.Adam(model.generator.parameters(), lr, betas=(0.5, 0.999)),
-            "D": torch.optim.Adam(model.discriminator.parameters(), lr, betas=(0.5, 0.999))}
+    return {"G": dcgan_adam(model.generator.parameters(), lr), "D": dcgan_adam(model.discriminator.parameters(), lr)}
 
 
 def matched_gan(lapgan: LAPGAN) -> SingleScaleGAN:

@@ -150,22 +150,51 @@ def _fsync_folder(folder: str) -> None:
         os.close(dfd)
 
 
-def _replace_with(path: str, write: Callable) -> None:
-    """Write via ``write(f)`` to a temporary file beside ``path`` and rename it over ``path``."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+def _write_temp(folder: str, name: str, write: Callable) -> str:
+    """``write(f)`` into a new ``.<name>.XXXXXXXX.tmp`` in ``folder``, flushed and fsynced."""
+    fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _rename_over(tmp: str, path: str) -> None:
+    try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
+
+
+def _replace_with(path: str, write: Callable) -> None:
+    """Write ``path`` via ``write(f)`` to a temporary file beside it, then rename it over ``path``."""
+    folder, name = os.path.split(path)
+    _rename_over(_write_temp(folder, name, write), path)
+
+
+def _current_digest(path: str) -> Optional[str]:
+    # The digest of the file now at ``path``: the sidecar's, unless a killed write left two
+    # candidates there (or none, or a broken sidecar), in which case the file is hashed.
+    if not os.path.isfile(path):
+        return None
+    try:
+        digests = _read_digests(path)
+    except CorruptFileError:
+        digests = None
+    return digests[0] if digests and len(digests) == 1 else sha256_file(path)
 
 
 def _os_error_in(exc: BaseException) -> Optional[OSError]:
@@ -189,33 +218,22 @@ def atomic_write(path: str, write: Callable, *, checksum: bool = True) -> str:
     try:
         os.makedirs(folder, exist_ok=True)
         remove_stale_temp_files(folder, name)
-        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            if checksum:
-                new = sha256_file(tmp)
-                try:
-                    old = _read_digests(path) if os.path.isfile(path) else None
-                except CorruptFileError:
-                    old = None
-                if old is None and os.path.isfile(path):
-                    old = [sha256_file(path)]
-                keep = [new] + [d for d in (old or [])[:1] if d != new]
-                # 1) the sidecar accepts old and new, 2) the file is replaced, 3) only new is accepted.
-                _replace_with(checksum_path(path),
-                              lambda f: f.write("".join(f"{d}  {name}\n" for d in keep).encode()))
-            os.replace(tmp, path)
-        except BaseException:
+        tmp = _write_temp(folder, name, write)
+        if not checksum:
+            _rename_over(tmp, path)
+        else:
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        if checksum and len(keep) > 1:
-            _replace_with(checksum_path(path), lambda f: f.write(f"{new}  {name}\n".encode()))
+                new = sha256_file(tmp)
+                old = _current_digest(path)
+                keep = [new] + ([old] if old and old != new else [])
+                # 1) the sidecar accepts old and new, 2) the file is replaced, 3) only new is accepted.
+                _replace_with(checksum_path(path), lambda f: f.write("".join(f"{d}  {name}\n" for d in keep).encode()))
+            except BaseException:
+                _unlink(tmp)
+                raise
+            _rename_over(tmp, path)
+            if len(keep) > 1:
+                _replace_with(checksum_path(path), lambda f: f.write(f"{new}  {name}\n".encode()))
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:

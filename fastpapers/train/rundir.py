@@ -88,6 +88,21 @@ class Run:
     def has_checkpoint(self) -> bool:
         return os.path.isfile(self.checkpoint_path)
 
+    def check_config(self, config: Dict[str, Any], keys=None) -> None:
+        """Refuse to resume with settings that differ from the stored ones (all, or ``keys``).
+
+        Keys missing on one side count as different. The message lists every difference.
+        """
+        names = sorted(set(self.config) | set(config)) if keys is None else list(keys)
+        missing = object()
+        differ = [(k, self.config.get(k, missing), config.get(k, missing)) for k in names
+                  if self.config.get(k, missing) != config.get(k, missing)]
+        if differ:
+            shown = "; ".join(f"{k}: run has {'(none)' if a is missing else repr(a)}, "
+                              f"asked {'(none)' if b is missing else repr(b)}" for k, a, b in differ)
+            raise RunFolderError(f"--resume: the run in {self.path} was made with other settings ({shown}); "
+                                 f"resume with the same settings or pick another --out")
+
     def file(self, name: str) -> str:
         """The path of ``name`` inside the run folder."""
         if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in name.split(os.sep):

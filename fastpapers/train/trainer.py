@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import viz
 from . import distributed as D
-from .checkpoint import (FORMAT, VERSION, atomic_save, get_rng_state, read_checkpoint, remove_stale_temp_files,
+from .checkpoint import (FORMAT, VERSION, CorruptFileError, atomic_save, get_rng_state, read_checkpoint, remove_stale_temp_files,
                          seed_everything, set_rng_state)
 from .data import ResumableLoader
 from .log import MetricLogger
@@ -384,6 +384,11 @@ class Trainer:
     def load(self, path: Optional[str] = None) -> dict:
         path = path or self.checkpoint_path
         ckpt = read_checkpoint(path, map_location="cpu")
+        missing = [k for k in ("step", "world_size", "modules", "optimizers", "schedulers", "scalers", "data", "rng")
+                   if k not in ckpt]
+        if missing:
+            raise CorruptFileError(f"checkpoint file {path} is not a Trainer checkpoint (it lacks {missing}); "
+                                   f"weights alone load with load_checkpoint(path, modules)")
         for kind, have in [("modules", self.modules), ("optimizers", self.optimizers),
                            ("schedulers", self.schedulers), ("scalers", self.scalers)]:
             if set(ckpt[kind]) != set(have):
