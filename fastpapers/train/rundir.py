@@ -8,6 +8,7 @@ A run folder holds everything one training run made::
     <out>/metrics.jsonl     one JSON record per logged step (and metrics.csv, tb/ beside it)
     <out>/samples/*.png     sample grids
     <out>/<artefact>        vocabularies and other files a paper needs (Run.save_json / save_tensors)
+    <out>/<file>.sha256     the SHA-256 of each file above that is written whole (sha256sum format)
 
 Every file written whole (``run.json``, ``checkpoint.pt``, the artefacts) is written atomically
 and carries a ``<name>.sha256`` sidecar that every reader verifies (see
