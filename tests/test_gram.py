@@ -660,8 +660,13 @@ def _workspace(fn):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("b,size", [(1, 256), (4, 256), (1, 512)])
 def test_cuda_peak_memory_at_most_half_the_peer(dtype, b, size):
-    # The peer keeps G and the target for mse_loss's backward and materialises G - T, dG and
-    # a second [B, C, H*W] gradient for the two bmm backwards; the op keeps only D.
+    # The peer holds G twice in its forward (bmm, then the scaled copy), keeps G for
+    # mse_loss's backward, materialises dG and its scaled copy, and a second [B, C, H*W]
+    # gradient for the two bmm backwards; the op holds one C x C matrix (G, overwritten by
+    # D), split-K partials of at most 1/8 of the features and, for the first layers, grad*D.
+    # Where C x C dominates (relu5_1 at 256^2: C = 512 > H*W = 256) both sides need at least
+    # that one matrix and the peer two, so the ratio there is 1/2 plus the op's few scalars
+    # (per-program partial sums and the loss: under 4 KiB).
     gen = torch.Generator().manual_seed(0)
     feats, targets = _vgg_layers(b, size, dtype, gen)
     layers = [[i] for i in range(5)] + [list(range(5))]
@@ -671,7 +676,7 @@ def test_cuda_peak_memory_at_most_half_the_peer(dtype, b, size):
         for name, fn in (("ours", ops.style_loss), ("peer", ref.style_loss)):
             fn(fs, ts)  # warm-up (cuBLAS workspaces, Triton)
             peak[name] = _workspace(lambda: torch.autograd.grad(fn(fs, ts), fs))
-        assert peak["ours"] <= 0.5 * peak["peer"], (idx, peak)
+        assert peak["ours"] <= 0.5 * peak["peer"] + 4096, (idx, peak)
 
 
 @needs_cuda
@@ -687,6 +692,8 @@ def test_cuda_split_and_tf32_setting():
     try:
         torch.backends.cuda.matmul.allow_tf32 = True
         got = ops.gram_matrix(x, "hw")
-        assert_within(got, want, _gamma(4096 + 2, 2.0 ** -11) * ref.gram_matrix(x.double().abs(), "hw"))
+        # TF32 rounds each factor to a 10-bit mantissa (2 u per product), float32 accumulates.
+        tf32 = 2 * 2.0 ** -11 + _gamma(4096 + 2, 2.0 ** -24)
+        assert_within(got, want, tf32 * ref.gram_matrix(x.double().abs(), "hw"))
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old

@@ -35,6 +35,7 @@ float32 pair whose sum carries ~48 bits, so no table has to be copied to the dev
 Everything is launched asynchronously: no host synchronisation, no host-built tables.
 """
 import math
+import struct
 
 import torch
 import triton
@@ -111,11 +112,17 @@ def _sym_epilogue_kernel(Gs, As, Ds, PART, Cs, ABs, starts, s_hi, s_lo, w_hi, w_
                        s_hi[l], s_lo[l], w_hi[l], w_lo[l], HAS_TARGET, IS_FP64, BLOCK)
 
 
+def _f32(v):
+    try:
+        return struct.unpack("f", struct.pack("f", v))[0]
+    except OverflowError:  # past float32's range: the kernel sees +-inf as it would anyway
+        return math.copysign(math.inf, v)
+
+
 def _split_f32(v):
     """v as float32 hi + lo, |v - hi - lo| <= 2^-48 |v| (for float64 scalars)."""
-    hi = float(torch.tensor(v, dtype=torch.float32))
-    lo = float(torch.tensor(v - hi, dtype=torch.float32)) if math.isfinite(hi) else 0.0
-    return hi, lo
+    hi = _f32(v)
+    return hi, (_f32(v - hi) if math.isfinite(hi) else 0.0)
 
 
 def sym_epilogue(grams, outs, scales, targets=None, weights=None, *, block=32, num_warps=4):
@@ -260,32 +267,36 @@ def style_loss(features, targets, scales, weights, *, split=None, block=32):
             raise ValueError(f"style_loss: layer {i} has features {x.dtype} on {x.device} and target "
                              f"{a.dtype} on {a.device}; expected every tensor {dtype} on {device}")
     grams, kscales, outs = [], [], []
-    empty = 0.0
+    empty = None
     for x, s, w in zip(features, scales, weights):
         g, ks = gram_products(as_bcn(x), s, split=split)
         grams.append(g)
         kscales.append(ks)
         outs.append(g if g.dtype == dtype else torch.empty(g.shape, dtype=dtype, device=device))
-        if g.numel() == 0:
-            empty += 0.0 * w  # no entry: w * 0, NaN for mse's mean over no element
+        if g.numel() == 0:  # no entry: w * 0, NaN for mse's mean over no element
+            empty = (empty or 0.0) + 0.0 * w
     part = sym_epilogue(grams, outs, kscales, targets, weights, block=block)
-    return part.sum() + empty, outs
+    loss = part.sum()
+    return (loss if empty is None else loss + empty), outs
 
 
 def style_loss_backward(grad, features, diffs, coefs):
     """dF_l = grad * coefs[l] * D_l F_l: one cuBLAS product per layer, the coefficient as
     its alpha (applied to the float32 accumulator, so a tiny coefficient does not underflow
-    fp16), grad folded into the smaller of D_l and dF_l."""
+    fp16). The device scalar grad (no host read) multiplies D_l (one launch for all such
+    layers) where D_l is at most 1/8 of dF_l (C <= N/8: the first VGG layers), else dF_l in
+    place: the temporary is then never more than 1/8 of the gradient, and the deep layers,
+    whose C x C matrices rival their features, allocate nothing beyond dF_l."""
     outs, small, small_idx = [], [], []
     x3s = [as_bcn(f) for f in features]
     for i, (x3, d) in enumerate(zip(x3s, diffs)):
         d = d if d.dtype == x3.dtype else d.to(x3.dtype)
-        if x3.shape[1] <= x3.shape[2]:
+        if 8 * x3.shape[1] <= x3.shape[2]:
             small.append(d)
             small_idx.append(i)
         outs.append(d)
     if small:
-        for i, dg in zip(small_idx, torch._foreach_mul(small, grad.to(outs[small_idx[0]].dtype))):
+        for i, dg in zip(small_idx, torch._foreach_mul(small, grad)):
             outs[i] = dg
     result = []
     for i, (f, x3, d, c) in enumerate(zip(features, x3s, outs, coefs)):
