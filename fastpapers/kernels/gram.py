@@ -8,7 +8,9 @@ tensor cores, accumulate in float32 and write the *normalised* Gram: the unnorma
 overflows fp16 (pytorch/pytorch#3651) is never stored, and no prescaling pass over X is needed.
 float64 runs in float64; float32 uses TF32 exactly when ``torch.backends.cuda.matmul`` allows it
 (torch decides; nothing is forced here). The Gram is kept in the features' dtype (as the peer's
-is), and the epilogue overwrites it with D: the forward's only C x C buffer.
+is), and the epilogue overwrites it with D: the forward's only C x C buffer. float16 is the
+exception: its Gram is float32 (``out_dtype``), so no fp16 partial sum can overflow, and D is
+a second, fp16 buffer.
 Split-K: a VGG Gram has a tiny output and a huge reduction (relu1_1 at 256^2: C=64,
 N=65536), and cuBLAS's heuristic runs it on a handful of CTAs (H200, fp32 4x64x65536: 16
 CTAs of 32x32 tiles, 2.0 ms for 2.1 GFLOP, ~1 TFLOP/s). ``split_count`` cuts N into S chunks
@@ -200,10 +202,12 @@ def split_count(b, c, n, n_sm, elem_size=4):
 
 
 def _bmm_f32(a, b, out=None):
-    """a @ b with a float32 result; float16/bfloat16 through tensor cores."""
-    if _HAS_OUT_DTYPE:
+    """a @ b with a float32 result; float16/bfloat16 through tensor cores (CUDA). Elsewhere
+    (CPU tensors under the interpreter, torch < 2.8) the same products in float32: the
+    products of half numbers are exact in float32, as on tensor cores."""
+    if _HAS_OUT_DTYPE and a.device.type == "cuda":
         return torch.bmm(a, b, out_dtype=torch.float32, out=out)
-    r = torch.bmm(a.float(), b.float())  # pragma: no cover - torch < 2.8
+    r = torch.bmm(a.float(), b.float())
     return r if out is None else out.copy_(r)
 
 
@@ -211,10 +215,12 @@ def gram_products(x3, scale, *, split=None):
     """(G, s) with s*G = scale * X X^T for a contiguous x3 [B, C, N].
 
     One product (S = 1): G in x3's dtype, scaled by cuBLAS (alpha, applied to the float32
-    accumulator before the rounding to fp16/bf16, so an fp16 Gram whose unnormalised sum
-    would overflow is still formed), s = 1. Split-K (S > 1): G float32 (float64 for float64
-    x3), the sum of the S chunk products; float16/bfloat16 chunks are accumulated and kept
-    in float32 unscaled (s = scale), float32/float64 ones carry the scale (s = 1).
+    accumulator before the rounding), s = 1; except float16, whose G is float32 unscaled
+    (s = scale): cuBLAS may keep split-K partial sums in the output type when torch allows
+    reduced-precision reductions (its default), and unnormalised fp16 partials can overflow.
+    Split-K (S > 1): G float32 (float64 for float64 x3), the sum of the S chunk products;
+    float16/bfloat16 chunks are accumulated and kept in float32 unscaled (s = scale),
+    float32/float64 ones carry the scale (s = 1).
     """
     b, c, n = x3.shape
     half = x3.dtype in HALF_DTYPES
@@ -224,6 +230,8 @@ def gram_products(x3, scale, *, split=None):
     if split is None:
         split = split_count(b, c, n, _sm_count(x3.device), x3.element_size())
     if split <= 1:
+        if x3.dtype == torch.float16:
+            return _bmm_f32(x3, x3.mT), float(scale)
         g = torch.empty((b, c, c), dtype=x3.dtype, device=x3.device)
         return g.baddbmm_(x3, x3.mT, beta=0, alpha=scale), 1.0
     length = n // split
