@@ -549,6 +549,42 @@ def test_cuda_path_on_cpu_tensors(dtype, split):
         assert_within(got, ref.gram_matrix(f.double(), "none") * 0.5, gram_bound(f, 0.5, dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_path_half_product_on_cpu_tensors(dtype):
+    # The symmetric half product: three block products into one buffer whose lower-left
+    # block stays unset (NaN here, so a read of it would show), read through its mirror.
+    gen = torch.Generator().manual_seed(7)
+    feats = [torch.randn(s, dtype=torch.float64, generator=gen).to(dtype) for s in
+             [(2, 64, 6, 6), (1, 128, 40), (2, 37, 5, 5)]]  # C = 37: no halves, one full product
+    targets = [torch.randn(2, 64, 64, dtype=torch.float64, generator=gen).to(dtype),
+               torch.randn(128, 128, dtype=torch.float64, generator=gen).to(dtype),
+               torch.randn(37, 37, dtype=torch.float64, generator=gen).to(dtype)]
+    scales, weights = [ref.gram_scale(f, "hw") for f in feats], [0.5, 2.0, 1.0]
+    g, ks, h = K.gram_products(K.as_bcn(feats[0]), 1 / 36, half=True)
+    assert h == 32 and ks == 1.0
+    g[:, 32:, :32] = math.nan
+    out = torch.empty_like(g)
+    K.sym_epilogue([g], [out], [1.0], halves=[h])
+    assert torch.equal(out, out.transpose(1, 2))
+    assert_within(out, ref.gram_matrix(feats[0].double(), "hw"), gram_bound(feats[0], 1 / 36, dtype))
+    loss, diffs = K.style_loss(feats, targets, scales, weights, half=True)
+    want = ref.style_loss([f.double() for f in feats], [t.double() for t in targets], weights, "sum",
+                          normalize="hw")
+    assert_within(loss, want, style_bounds(feats, targets, weights, "sum", "hw", dtype)[0])
+    for f, t, s, d in zip(feats, targets, scales, diffs):
+        want_d = ref.gram_matrix(f.double(), "none") * s - 0.5 * (t.double() + t.double().transpose(-1, -2))
+        assert torch.equal(d, d.transpose(1, 2))
+        assert_within(d, want_d, gram_bound(f, s, dtype) + 4 * UNIT[dtype] * want_d.abs())
+    for f in feats:
+        got = K.gram(f, 0.5, half=True)
+        assert torch.equal(got, got.transpose(1, 2))
+        assert_within(got, ref.gram_matrix(f.double(), "none") * 0.5, gram_bound(f, 0.5, dtype))
+    assert K.use_half_product(4, 512, 4096, torch.float32)  # relu4_1 at 512^2
+    assert not K.use_half_product(1, 512, 1024, torch.float32)  # 0.5 GFLOP: launch bound
+    assert not K.use_half_product(4, 512, 4096, torch.bfloat16)
+    assert not K.use_half_product(4, 128, 65536, torch.float32)
+
+
 @pytest.mark.parametrize("split", [1, 4])
 def test_cuda_path_on_cpu_tensors_fp16(split):
     # The float16 path: float32 Gram (of exact fp16 products), fp16 D; large activations

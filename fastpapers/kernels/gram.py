@@ -18,11 +18,15 @@ so that the product is one strided-batched GEMM of B*S small matrices (a view, n
 chunk s of row c is at c*N + s*L) filling the SMs about twice; the S partial Grams are
 summed by one reduction (float32 partials, capped at 1/8 of X's bytes; half chunks are
 accumulated in float32 with ``out_dtype``).
-The symmetric half-product (3/4 of the FLOPs through a 2x2 block split) is not used on CUDA:
-it needs 2-3 GEMMs of half the size per layer, and at VGG shapes the products are either
-launch/host bound (C=512, N<=1024: 0.02 ms per GEMM) or cut by split-K into GEMMs that are
-already small; saving a quarter of one of the two products of forward+backward (12%) does
-not pay for the extra launches. The CPU path (csrc/ops/cpu/gram_kernel.cpp) keeps it.
+Symmetric half product (``use_half_product``): X = [X1; X2] by rows, the three blocks X1 X1^T,
+X1 X2^T, X2 X2^T (3/4 of the FLOPs) written by three cuBLAS calls into one buffer. It pays
+where the products are compute bound and long: float32/float64 (CUDA cores, ~C/2 FLOP per
+byte of X against the H200's ridge of ~14), C >= 256 and >= 2 GFLOP per product. Then
+forward + backward cost 1.75 products instead of 2, and 3 for the peer's autograd (two
+backward products plus an add over [B, C, N]): 1.7x at equal GEMM efficiency, where the full
+product would cap the op at 1.5x. It does not pay for bf16/fp16 (tensor cores: a VGG product
+is a few microseconds, memory or launch bound) nor for small problems (two more launches cost
+more than a quarter of a product that takes < 40 us), nor together with split-K (small C).
 
 Epilogue (``sym_epilogue``, one launch for up to ``MAX_LAYERS`` layers). Each program owns
 one tile pair (I, J), I <= J, of one Gram: it reads the tiles G[I, J] and G[J, I]
@@ -45,7 +49,9 @@ import triton.language as tl
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 MAX_LAYERS = 8  # layers per epilogue launch (the kernel is specialised on the count)
+EPILOGUE_BLOCK = 32  # the epilogue's tile side
 SPLIT_MIN_K = 512  # shortest chunk of the reduction a split-K product is cut into
+HALF_PRODUCT_MIN_FLOP = 2e9  # ~40 us of float32 FMA on an H200: past the cost of two launches
 
 try:  # torch >= 2.8: bmm with a float32 result for float16/bfloat16 inputs
     torch.ops.aten.bmm.dtype
@@ -55,7 +61,7 @@ except (AttributeError, RuntimeError):  # pragma: no cover - older torch
 
 
 @triton.jit
-def _tile_pair(G, A, D, PART, pid, t, C, stride_ab, s_hi, s_lo, w_hi, w_lo,
+def _tile_pair(G, A, D, PART, pid, t, C, H, stride_ab, s_hi, s_lo, w_hi, w_lo,
                HAS_TARGET: tl.constexpr, IS_FP64: tl.constexpr, BLOCK: tl.constexpr):
     nt = tl.cdiv(C, BLOCK)
     b = (t // (nt * nt)).to(tl.int64)
@@ -77,9 +83,12 @@ def _tile_pair(G, A, D, PART, pid, t, C, stride_ab, s_hi, s_lo, w_hi, w_lo,
         off = rows[:, None] * C + cols[None, :]  # tile (I, J), row-major
         moff = cols[:, None] * C + rows[None, :]  # tile (J, I), row-major
         gb = G + b * C * C
+        # H > 0: G holds only the blocks [:H, :H], [:H, H:] and [H:, H:] of a half product
+        # (H a multiple of BLOCK): a tile pair across the halves has its one copy in [:H, H:].
+        same = (H == 0) | ((ti * BLOCK < H) == (tj * BLOCK < H))
         g1 = tl.load(gb + off, mask=mask, other=0.0).to(scale.dtype)
-        g2 = tl.trans(tl.load(gb + moff, mask=mmask, other=0.0)).to(scale.dtype)  # G[cols[j], rows[i]]
-        gs = (g1 + g2) * (scale * 0.5)
+        g2 = tl.trans(tl.load(gb + moff, mask=mmask & same, other=0.0)).to(scale.dtype)  # G[cols[j], rows[i]]
+        gs = tl.where(same, (g1 + g2) * (scale * 0.5), g1 * scale)
         if HAS_TARGET:
             ab = A + b * stride_ab
             a1 = tl.load(ab + off, mask=mask, other=0.0).to(gs.dtype)
@@ -104,13 +113,13 @@ def _tile_pair(G, A, D, PART, pid, t, C, stride_ab, s_hi, s_lo, w_hi, w_lo,
 
 
 @triton.jit
-def _sym_epilogue_kernel(Gs, As, Ds, PART, Cs, ABs, starts, s_hi, s_lo, w_hi, w_lo,
+def _sym_epilogue_kernel(Gs, As, Ds, PART, Cs, Hs, ABs, starts, s_hi, s_lo, w_hi, w_lo,
                          NL: tl.constexpr, HAS_TARGET: tl.constexpr, IS_FP64: tl.constexpr,
                          BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     for l in tl.static_range(NL):
         if (pid >= starts[l]) & (pid < starts[l + 1]):
-            _tile_pair(Gs[l], As[l], Ds[l], PART, pid, pid - starts[l], Cs[l], ABs[l],
+            _tile_pair(Gs[l], As[l], Ds[l], PART, pid, pid - starts[l], Cs[l], Hs[l], ABs[l],
                        s_hi[l], s_lo[l], w_hi[l], w_lo[l], HAS_TARGET, IS_FP64, BLOCK)
 
 
@@ -127,7 +136,8 @@ def _split_f32(v):
     return hi, (_f32(v - hi) if math.isfinite(hi) else 0.0)
 
 
-def sym_epilogue(grams, outs, scales, targets=None, weights=None, *, block=32, num_warps=4):
+def sym_epilogue(grams, outs, scales, targets=None, weights=None, *, halves=None, block=EPILOGUE_BLOCK,
+                 num_warps=4):
     """Fused epilogue over L layers (CUDA, or CPU under TRITON_INTERPRET=1).
 
     grams: L contiguous [B, C_l, C_l] products of one dtype (an out may be the same tensor;
@@ -137,7 +147,8 @@ def sym_epilogue(grams, outs, scales, targets=None, weights=None, *, block=32, n
     With targets ([C_l, C_l] or [B, C_l, C_l], any float dtype) and weights (L floats):
     outs[l] = s_l (G + G^T)/2 - (A + A^T)/2 and the partial sums are returned, one per
     program, whose sum is sum_l weights[l] * sum((s_l (G + G^T)/2 - A_l)^2) (G symmetric:
-    the loss of the peer).
+    the loss of the peer). halves[l] = H > 0 says grams[l] is a half product (see
+    ``gram_products``) whose lower-left block is not read.
     """
     has_target = targets is not None
     device = grams[0].device
@@ -165,7 +176,8 @@ def sym_epilogue(grams, outs, scales, targets=None, weights=None, *, block=32, n
             w = [(1.0, 0.0)] * len(ids)
         s = [_split_f32(float(scales[i])) for i in ids]
         _sym_epilogue_kernel[(starts[-1],)](
-            gs, as_, ds, part[done:] if has_target else gs[0], tuple(grams[i].shape[1] for i in ids), abs_,
+            gs, as_, ds, part[done:] if has_target else gs[0], tuple(grams[i].shape[1] for i in ids),
+            tuple(halves[i] if halves else 0 for i in ids), abs_,
             tuple(starts), tuple(v[0] for v in s), tuple(v[1] for v in s),
             tuple(v[0] for v in w), tuple(v[1] for v in w),
             NL=len(ids), HAS_TARGET=has_target, IS_FP64=acc == torch.float64, BLOCK=block,
@@ -211,8 +223,23 @@ def _bmm_f32(a, b, out=None):
     return r if out is None else out.copy_(r)
 
 
-def gram_products(x3, scale, *, split=None):
-    """(G, s) with s*G = scale * X X^T for a contiguous x3 [B, C, N].
+def use_half_product(b, c, n, dtype):
+    """Whether the forward product should be the symmetric half product: float32/float64
+    (compute bound on CUDA cores: C/2 FLOP per byte of X at C >= 256, past the H200's ~14),
+    C a multiple of 2 * EPILOGUE_BLOCK, and large enough (>= HALF_PRODUCT_MIN_FLOP) that the
+    GPU, not the two extra launches, sets the time. Then forward + backward cost 1.75
+    products instead of 2 (the peer's autograd: 3)."""
+    return (dtype in (torch.float32, torch.float64) and c >= 256 and c % (2 * EPILOGUE_BLOCK) == 0
+            and 2 * b * c * c * n >= HALF_PRODUCT_MIN_FLOP)
+
+
+def gram_products(x3, scale, *, split=None, half=None):
+    """(G, s, H) with s*G = scale * X X^T for a contiguous x3 [B, C, N].
+
+    Half product (H = C/2 > 0, ``use_half_product``): three cuBLAS products write the
+    blocks X1 X1^T, X1 X2^T and X2 X2^T of X = [X1; X2] into one [B, C, C] buffer (strided
+    outputs, ld = C), 3/4 of the full product's FLOPs; the lower-left block is left unset
+    and the epilogue reads its mirror.
 
     One product (S = 1): G in x3's dtype, scaled by cuBLAS (alpha, applied to the float32
     accumulator before the rounding), s = 1; except float16, whose G is float32 unscaled
@@ -223,26 +250,36 @@ def gram_products(x3, scale, *, split=None):
     float32/float64 ones carry the scale (s = 1).
     """
     b, c, n = x3.shape
-    half = x3.dtype in HALF_DTYPES
+    low = x3.dtype in HALF_DTYPES
     acc = torch.float64 if x3.dtype == torch.float64 else torch.float32
     if b * c == 0 or n == 0:
-        return torch.zeros((b, c, c), dtype=x3.dtype, device=x3.device), 1.0
+        return torch.zeros((b, c, c), dtype=x3.dtype, device=x3.device), 1.0, 0
+    if half is None:
+        half = use_half_product(b, c, n, x3.dtype)
+    if half and not low and c % (2 * EPILOGUE_BLOCK) == 0:
+        h = c // 2
+        g = torch.empty((b, c, c), dtype=x3.dtype, device=x3.device)
+        x1, x2 = x3[:, :h], x3[:, h:]
+        g[:, :h, :h].baddbmm_(x1, x1.mT, beta=0, alpha=scale)
+        g[:, :h, h:].baddbmm_(x1, x2.mT, beta=0, alpha=scale)
+        g[:, h:, h:].baddbmm_(x2, x2.mT, beta=0, alpha=scale)
+        return g, 1.0, h
     if split is None:
         split = split_count(b, c, n, _sm_count(x3.device), x3.element_size())
     if split <= 1:
         if x3.dtype == torch.float16:
-            return _bmm_f32(x3, x3.mT), float(scale)
+            return _bmm_f32(x3, x3.mT), float(scale), 0
         g = torch.empty((b, c, c), dtype=x3.dtype, device=x3.device)
-        return g.baddbmm_(x3, x3.mT, beta=0, alpha=scale), 1.0
+        return g.baddbmm_(x3, x3.mT, beta=0, alpha=scale), 1.0, 0
     length = n // split
     part = torch.empty((b, split, c, c), dtype=acc, device=x3.device)
     for i in range(b):
         xs = x3[i].view(c, split, length).transpose(0, 1)  # [S, C, L], strides (L, N, 1)
-        if half:
+        if low:
             _bmm_f32(xs, xs.mT, out=part[i])
         else:
             part[i].baddbmm_(xs, xs.mT, beta=0, alpha=scale)
-    return part.sum(1), (float(scale) if half else 1.0)
+    return part.sum(1), (float(scale) if low else 1.0), 0
 
 
 def as_bcn(x):
@@ -252,19 +289,19 @@ def as_bcn(x):
     return x3 if x3.is_contiguous() else x3.contiguous()
 
 
-def gram(x, scale, *, split=None, block=32):
+def gram(x, scale, *, split=None, half=None):
     """G[b] = scale * X[b] X[b]^T for x [B, C, ...], in x's dtype, exactly symmetric."""
     x3 = as_bcn(x)
     b, c = x3.shape[:2]
-    g, ks = gram_products(x3, scale, split=split)
+    g, ks, h = gram_products(x3, scale, split=split, half=half)
     if b * c == 0:
         return g.to(x.dtype)
     out = g if g.dtype == x.dtype else torch.empty((b, c, c), dtype=x.dtype, device=x.device)
-    sym_epilogue([g], [out], [ks], block=block)
+    sym_epilogue([g], [out], [ks], halves=[h])
     return out
 
 
-def style_loss(features, targets, scales, weights, *, split=None, block=32):
+def style_loss(features, targets, scales, weights, *, split=None, half=None):
     """(sum_l weights[l] * sum((scales[l] G_l - A_l)^2), [D_l]) for features [B, C_l, ...]
     of one dtype and device and targets [C_l, C_l] or [B, C_l, C_l] of that dtype; D_l =
     scales[l] G_l - (A_l + A_l^T)/2 in the features' dtype. The loss is float32 for
@@ -274,16 +311,17 @@ def style_loss(features, targets, scales, weights, *, split=None, block=32):
         if x.dtype != dtype or a.dtype != dtype or x.device != device or a.device != device:
             raise ValueError(f"style_loss: layer {i} has features {x.dtype} on {x.device} and target "
                              f"{a.dtype} on {a.device}; expected every tensor {dtype} on {device}")
-    grams, kscales, outs = [], [], []
+    grams, kscales, outs, halves = [], [], [], []
     empty = None
     for x, s, w in zip(features, scales, weights):
-        g, ks = gram_products(as_bcn(x), s, split=split)
+        g, ks, h = gram_products(as_bcn(x), s, split=split, half=half)
         grams.append(g)
+        halves.append(h)
         kscales.append(ks)
         outs.append(g if g.dtype == dtype else torch.empty(g.shape, dtype=dtype, device=device))
         if g.numel() == 0:  # no entry: w * 0, NaN for mse's mean over no element
             empty = (empty or 0.0) + 0.0 * w
-    part = sym_epilogue(grams, outs, kscales, targets, weights, block=block)
+    part = sym_epilogue(grams, outs, kscales, targets, weights, halves=halves)
     loss = part.sum()
     return (loss if empty is None else loss + empty), outs
 

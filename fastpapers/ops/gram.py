@@ -12,8 +12,8 @@ dF = (4 s / n) D F (s the layer's weight over the reduction count), where the pe
 autograd runs two products and adds them.
 CPU: blocked upper-triangle GEMMs through torch's BLAS with the epilogue in C++
 (csrc/ops/cpu/gram_kernel.cpp). CUDA: the products through cuBLAS (split-K for the long
-reductions of the first VGG layers), all layers' epilogues in one Triton launch
-(kernels/gram.py), no host synchronisation.
+reductions of the first VGG layers, the symmetric half product for large float32 ones), all
+layers' epilogues in one Triton launch (kernels/gram.py), no host synchronisation.
 
 Precision. float64 runs in float64 end to end. float16/bfloat16 (CUDA): the Gram is
 accumulated and kept in float32 (no overflow, pytorch/pytorch#3651), the loss is returned
