@@ -260,6 +260,27 @@ def test_gradcheck_style_loss(seed, reduction, normalize):
         assert torch.autograd.gradgradcheck(fn, (*feats, *targets))
 
 
+@needs_cuda
+def test_cuda_gradcheck():
+    # float64 on CUDA: cuBLAS products in float64 and the epilogue's float64 arithmetic,
+    # C = 64 taking the half product and split-K paths when forced below.
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 3, 2, 3, dtype=torch.float64, generator=g).cuda().requires_grad_(),
+             torch.randn(1, 64, 4, 4, dtype=torch.float64, generator=g).cuda().requires_grad_()]
+    targets = [torch.randn(3, 3, dtype=torch.float64, generator=g).cuda().requires_grad_(),
+               torch.randn(1, 64, 64, dtype=torch.float64, generator=g).cuda().requires_grad_()]
+
+    def fn(f0, f1, a0, a1):
+        return ops.style_loss([f0, f1], [a0, a1], [0.5, 2.0], "sum", normalize="hw")
+
+    assert torch.autograd.gradcheck(fn, (*feats, *targets))
+    assert torch.autograd.gradgradcheck(fn, (*feats, *targets))
+    assert torch.autograd.gradcheck(lambda t: ops.gram_matrix(t, "hw"), (feats[1],))
+    x = feats[1].detach()
+    for kw in ({"half": True}, {"split": 4}):
+        assert_close(K.gram(x, 1 / 16, **kw), ref.gram_matrix(x, "hw"), torch.float64)
+
+
 def test_loss_is_zero_at_its_target_and_falls_to_it():
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
     a = ref.gram_matrix(x.detach())
@@ -304,17 +325,25 @@ def test_style_loss_module():
     assert_close(crit(x), want)
 
 
-def test_opcheck():
-    x = torch.randn(2, 5, 3, 7, requires_grad=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x = torch.randn(2, 5, 3, 7, device=device, requires_grad=True)
     torch.library.opcheck(torch.ops.fastpapers.gram_matrix.default, (x, 0.25))
-    feats = [torch.randn(2, 5, 3, 7, requires_grad=True), torch.randn(2, 17, 4, 5, requires_grad=True)]
-    targets = [torch.randn(5, 5), torch.randn(2, 17, 17, requires_grad=True)]
+    feats = [torch.randn(2, 5, 3, 7, device=device, requires_grad=True),
+             torch.randn(2, 17, 4, 5, device=device, requires_grad=True)]
+    targets = [torch.randn(5, 5, device=device), torch.randn(2, 17, 17, device=device, requires_grad=True)]
     torch.library.opcheck(torch.ops.fastpapers.style_loss.default, (feats, targets, [0.1, 0.05], [1.0, 0.5]))
     torch.library.opcheck(torch.ops.fastpapers.gram_matrix_backward.default,
-                          (torch.randn(2, 5, 5), x.detach(), 0.25))
-    diffs = [torch.randn(2, 5, 5), torch.randn(2, 17, 17)]
+                          (torch.randn(2, 5, 5, device=device), x.detach(), 0.25))
+    diffs = [torch.randn(2, 5, 5, device=device), torch.randn(2, 17, 17, device=device)]
     torch.library.opcheck(torch.ops.fastpapers.style_loss_backward.default,
-                          (torch.tensor(1.5), [f.detach() for f in feats], diffs, [0.3, 0.2]))
+                          (torch.tensor(1.5, device=device), [f.detach() for f in feats], diffs, [0.3, 0.2]))
+    # Channels-last features: the outputs are contiguous, in the fake kernels too.
+    xc = x.detach().to(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.fastpapers.gram_matrix_backward.default,
+                          (torch.randn(2, 5, 5, device=device), xc, 0.25))
+    torch.library.opcheck(torch.ops.fastpapers.style_loss_backward.default,
+                          (torch.tensor(1.5, device=device), [xc], diffs[:1], [0.3]))
 
 
 def test_torch_compile_parity():

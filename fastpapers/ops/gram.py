@@ -318,7 +318,7 @@ def _register():
 
     @torch.library.register_fake(lib + "gram_matrix_backward")
     def _(grad, x, scale):
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)  # contiguous, whatever x's layout (as the kernels return)
 
     @torch.library.register_fake(lib + "style_loss")
     def _(features, targets, scales, weights):
@@ -327,7 +327,7 @@ def _register():
 
     @torch.library.register_fake(lib + "style_loss_backward")
     def _(grad, features, diffs, coefs):
-        return [torch.empty_like(f) for f in features]
+        return [f.new_empty(f.shape) for f in features]
 
     def gram_setup(ctx, inputs, output):
         x, scale = inputs
