@@ -2,22 +2,22 @@
 in DESIGN.md): the products go to cuBLAS, one Triton kernel fuses what comes after them.
 
 Products (``gram_products``). G = X X^T for X [B, C, N] is one cuBLAS product,
-``baddbmm(beta=0, alpha=scale)``: the normalisation rides on cuBLAS's alpha, which is applied
-to the float32 accumulator before the result is rounded, so float16/bfloat16 products run on
-tensor cores, accumulate in float32 and write the *normalised* Gram: the unnormalised sum that
-overflows fp16 (pytorch/pytorch#3651) is never stored, and no prescaling pass over X is needed.
-float64 runs in float64; float32 uses TF32 exactly when ``torch.backends.cuda.matmul`` allows it
-(torch decides; nothing is forced here). The Gram is kept in the features' dtype (as the peer's
-is), and the epilogue overwrites it with D: the forward's only C x C buffer. float16 is the
-exception: its Gram is float32 (``out_dtype``), so no fp16 partial sum can overflow, and D is
-a second, fp16 buffer.
+``baddbmm(beta=0, alpha=scale)``: the normalisation rides on cuBLAS's alpha, applied to the
+float32 accumulator before the result is rounded. float32 uses TF32 exactly when
+``torch.backends.cuda.matmul`` allows it (torch decides; nothing is forced here); float64 runs
+in float64; bfloat16 runs on tensor cores, accumulates in float32 and writes the normalised
+Gram. The Gram is kept in the features' dtype (as the peer's is) and the epilogue overwrites
+it with D: the forward's only C x C buffer. float16 is the exception: its products (tensor
+cores, float32 accumulation) write a float32 Gram (``out_dtype``), so the unnormalised sum
+that overflows fp16 (pytorch/pytorch#3651) is never rounded to fp16, not even in cuBLAS's
+split-K partials, and no prescaling pass over X is needed; D is then a second, fp16 buffer.
 Split-K: a VGG Gram has a tiny output and a huge reduction (relu1_1 at 256^2: C=64,
 N=65536), and cuBLAS's heuristic runs it on a handful of CTAs (H200, fp32 4x64x65536: 16
 CTAs of 32x32 tiles, 2.0 ms for 2.1 GFLOP, ~1 TFLOP/s). ``split_count`` cuts N into S chunks
-so that the product is one strided-batched GEMM of B*S small matrices (a view, no copy:
-chunk s of row c is at c*N + s*L) filling the SMs about twice; the S partial Grams are
-summed by one reduction (float32 partials, capped at 1/8 of X's bytes; half chunks are
-accumulated in float32 with ``out_dtype``).
+so that each batch element's product is one strided-batched GEMM of S small matrices (a
+view, no copy: chunk s of row c is at c*N + s*L), all of them filling the SMs about twice;
+the partial Grams are summed by one reduction (float32 partials, capped at 1/8 of X's
+bytes; half chunks are accumulated in float32 with ``out_dtype``).
 Symmetric half product (``use_half_product``): X = [X1; X2] by rows, the three blocks X1 X1^T,
 X1 X2^T, X2 X2^T (3/4 of the FLOPs) written by three cuBLAS calls into one buffer. It pays
 where the products are compute bound and long: float32/float64 (CUDA cores, ~C/2 FLOP per

@@ -141,7 +141,7 @@ def style_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
         b, c = f.shape[:2]
         if tuple(a.shape) not in ((c, c), (b, c, c)):
             raise OpValueError(f"targets[{i}] must have shape [C, C] = {(c, c)} or [B, C, C] = {(b, c, c)} "
-                             f"for features[{i}] of shape {tuple(f.shape)}, got {tuple(a.shape)}")
+                               f"for features[{i}] of shape {tuple(f.shape)}, got {tuple(a.shape)}")
     scales, coefs = [], []
     for f, w in zip(features, weights):
         b, c = f.shape[:2]
