@@ -426,6 +426,16 @@ def test_style_loss_module_errors_name_its_arguments():
     assert math.isfinite(crit([torch.rand(5, 4, 3, 3), torch.rand(5, 6, 2, 7)]).item())
 
 
+def test_meta_tensors_give_shapes_without_values():
+    x = torch.randn(2, 4, 3, 3, device="meta", requires_grad=True)
+    loss = ops.style_loss([x], [torch.randn(4, 4, device="meta")])
+    assert loss.shape == () and loss.device.type == "meta"
+    loss.backward()
+    assert x.grad.shape == x.shape
+    assert ops.gram_matrix(x.detach()).shape == (2, 4, 4)
+    assert ops.StyleLoss([torch.randn(3, 4, 3, 3, device="meta")])([x.detach()[:1].expand(3, 4, 3, 3)]).shape == ()
+
+
 # --- the CUDA path's pieces, run on CPU tensors (Triton under TRITON_INTERPRET=1) ---------
 
 def _epilogue_case(dtype, gen, n_layers=3):
