@@ -1,4 +1,5 @@
 import math
+import os
 
 import pytest
 import torch
@@ -10,6 +11,12 @@ from fastpapers.reference import gram as ref
 from tests.utils import DEVICES, assert_close, assert_raises_naming, needs_cuda
 
 NORMS = ["chw", "hw", "none"]
+# Triton launchers on CPU tensors run only under the interpreter (tests/conftest.py sets it;
+# a GPU run with TRITON_INTERPRET=0 compiles the kernels and leaves these to the CUDA tests).
+interpreted = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1")
+# Host synchronisation and memory are properties of the compiled kernels, not of the
+# interpreter (which copies CUDA tensors to the host).
+compiled = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="needs compiled Triton kernels")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -475,7 +482,6 @@ def test_triton_epilogue_compiles_for_hopper():
     # The interpreter runs the kernel's Python; this compiles it for sm_90 (Triton's own
     # ptxas, no GPU needed), which catches what only the compiler checks (types across
     # branches, layouts of the transposed tiles, tuple arguments).
-    import os
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -513,6 +519,7 @@ def _epilogue_want(grams, targets, scales, weights):
     return total, diffs
 
 
+@interpreted
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n_layers", [3, K.MAX_LAYERS + 1])
 @pytest.mark.parametrize("in_place", [False, True])
@@ -533,6 +540,7 @@ def test_triton_epilogue_launcher(dtype, n_layers, in_place):
         assert_within(d, e, 4 * u * (s * g.double().abs() + a.double().abs()).max())
 
 
+@interpreted
 def test_triton_epilogue_float64_scalars_keep_float64_precision():
     # Scales and weights reach the kernel as float32 (hi, lo) pairs: 1/3 and 1/7 are not
     # float32 numbers, and a float32 weight would be off by ~3e-8 relative.
@@ -550,6 +558,7 @@ def test_triton_epilogue_float64_scalars_keep_float64_precision():
         assert abs(hi + lo - v) <= 2.0 ** -47 * abs(v)
 
 
+@interpreted
 def test_triton_epilogue_without_target_symmetrises_and_casts():
     gen = torch.Generator().manual_seed(2)
     g = torch.randn(3, 45, 45, generator=gen)
@@ -561,6 +570,7 @@ def test_triton_epilogue_without_target_symmetrises_and_casts():
         assert_within(out, want, UNIT[out.dtype] * want.abs() + 3 * UNIT[torch.float32] * mag)
 
 
+@interpreted
 def test_triton_epilogue_half_targets_and_outputs():
     # The float16 path: float32 partial sums (split-K) in, fp16 targets, fp16 D out; and the
     # unsplit one: the fp16 Gram overwritten in place by D.
@@ -600,9 +610,10 @@ def test_split_count_plans():
     assert K.split_count(2, 64, 7919 * 2, sm) == 2  # N = 2 * prime: the only divisor that fits
 
 
+@interpreted
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("split", [None, 1, 4])
-def test_cuda_path_on_cpu_tensors(dtype, split):
+def test_device_path_on_cpu_tensors(dtype, split):
     # The CUDA forward and backward (products, split-K, one epilogue launch for every
     # layer, the one-product backward) run on CPU tensors too: torch's bmm there, Triton
     # interpreted.
@@ -638,8 +649,9 @@ def test_cuda_path_on_cpu_tensors(dtype, split):
         assert_within(got, ref.gram_matrix(f.double(), "none") * 0.5, gram_bound(f, 0.5, dtype))
 
 
+@interpreted
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_path_half_product_on_cpu_tensors(dtype):
+def test_device_path_half_product_on_cpu_tensors(dtype):
     # The symmetric half product: three block products into one buffer whose lower-left
     # block stays unset (NaN here, so a read of it would show), read through its mirror.
     gen = torch.Generator().manual_seed(7)
@@ -674,8 +686,9 @@ def test_cuda_path_half_product_on_cpu_tensors(dtype):
     assert not K.use_half_product(4, 128, 65536, torch.float32)
 
 
+@interpreted
 @pytest.mark.parametrize("split", [1, 4])
-def test_cuda_path_on_cpu_tensors_fp16(split):
+def test_device_path_on_cpu_tensors_fp16(split):
     # The float16 path: float32 Gram (of exact fp16 products), fp16 D; large activations
     # whose unnormalised Gram (~3e5) is past fp16's 65504.
     gen = torch.Generator().manual_seed(6)
@@ -757,6 +770,7 @@ def test_cuda_half_large_activations_do_not_overflow(dtype):
     assert ((grad.double() - want_g).abs().max() / want_g.abs().max()).item() <= 8 * UNIT[dtype]
 
 
+@compiled
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_style_loss_never_synchronises(dtype):
@@ -791,6 +805,7 @@ def _workspace(fn):
     return torch.cuda.max_memory_allocated() - base - out
 
 
+@compiled
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("b,size", [(1, 256), (4, 256), (1, 512)])
