@@ -6,15 +6,19 @@
 (or the sum) of the squared difference over the [B, C, C] Gram — the same number as
 ``torch.bmm`` + ``F.mse_loss`` (the oracle in :mod:`fastpapers.reference.gram`).
 
-Fused: the Gram's upper triangle only is computed, the squared difference is reduced in the
-same pass, and D = G/n - (A + A^T)/2 is kept so that the backward is one matrix product per
-layer, dF = (4 s / n) D F (s the layer's weight over the reduction count). CPU: blocked
-upper-triangle GEMMs through torch's BLAS (csrc/ops/cpu/gram_kernel.cpp). CUDA: a Triton
-kernel (kernels/gram.py) registered below.
+Fused: the squared difference is reduced right after the product, and D = G/n - (A + A^T)/2
+is kept (instead of G and the target) so that the backward is one matrix product per layer,
+dF = (4 s / n) D F (s the layer's weight over the reduction count), where the peer's
+autograd runs two products and adds them.
+CPU: blocked upper-triangle GEMMs through torch's BLAS with the epilogue in C++
+(csrc/ops/cpu/gram_kernel.cpp). CUDA: the products through cuBLAS (split-K for the long
+reductions of the first VGG layers, the symmetric half product for large float32 ones), all
+layers' epilogues in one Triton launch (kernels/gram.py), no host synchronisation.
 
-Half precision (CUDA): features are scaled by 1/sqrt(n) before the product, so nothing
-overflows; the loss (and D) are returned in float32 for float16/bfloat16 features, as
-autocast does for ``mse_loss``. NaN/inf in the features are not scanned for (a full pass per
+Precision. float64 runs in float64 end to end. float16/bfloat16 (CUDA): the Gram is
+accumulated and kept in float32 (no overflow, pytorch/pytorch#3651), the loss is returned
+in float32 as autocast does for ``mse_loss``, D is stored in the features' dtype for the
+tensor-core backward product. NaN/inf in the features are not scanned for (a full pass per
 call on the hot path); they propagate to the loss as they do in the peer.
 """
 import math
@@ -24,7 +28,8 @@ import torch
 
 from .._ext import require_ext
 from ._registry import HAS_TRITON, when_built
-from ._validate import check_float, check_same_device, check_same_dtype, check_tensor
+from ._validate import (OpTypeError, OpValueError, check_float, check_same_device, check_same_dtype,
+                        check_tensor)
 
 __all__ = ["gram_matrix", "style_loss", "StyleLoss"]
 
@@ -35,15 +40,15 @@ _HALF = (torch.float16, torch.bfloat16)
 
 def _check_choice(name, value, choices):
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, one of {choices}, got {type(value).__name__}")
+        raise OpTypeError(f"{name} must be a string, one of {choices}, got {type(value).__name__}")
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise OpValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def _check_features(name, x):
     check_tensor(name, x)
     if x.dim() not in (3, 4):
-        raise ValueError(f"{name} must have shape [B, C, H, W] (or [B, C, N]), got {tuple(x.shape)}")
+        raise OpValueError(f"{name} must have shape [B, C, H, W] (or [B, C, N]), got {tuple(x.shape)}")
     check_float(name, x)
 
 
@@ -54,6 +59,18 @@ def _scale(x, normalize):
     denom = x.shape[1] * n if normalize == "chw" else n
     # An empty map has an all-zero Gram whatever the scale.
     return 1.0 / denom if denom > 0 else 1.0
+
+
+def _check_weights(weights, n_layers):
+    """The per-layer weights as a list of floats (all 1 for None), or a named error."""
+    if weights is None:
+        return [1.0] * n_layers
+    if not isinstance(weights, (list, tuple)) or len(weights) != n_layers:
+        raise OpValueError(f"weights must be a list of {n_layers} floats (one per layer), got {weights!r}")
+    for i, w in enumerate(weights):
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+            raise OpTypeError(f"weights[{i}] must be a finite number, got {w!r}")
+    return [float(w) for w in weights]
 
 
 def _loss_dtype(dtype):
@@ -106,22 +123,16 @@ def style_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
         1.0
     """
     if not isinstance(features, (list, tuple)):
-        raise TypeError(f"features must be a list of tensors, got {type(features).__name__}")
+        raise OpTypeError(f"features must be a list of tensors, got {type(features).__name__}")
     if not isinstance(targets, (list, tuple)):
-        raise TypeError(f"targets must be a list of tensors, got {type(targets).__name__}")
+        raise OpTypeError(f"targets must be a list of tensors, got {type(targets).__name__}")
     if len(features) == 0:
-        raise ValueError("features must hold at least one layer, got an empty list")
+        raise OpValueError("features must hold at least one layer, got an empty list")
     if len(targets) != len(features):
-        raise ValueError(f"targets must have one entry per layer ({len(features)}), got {len(targets)}")
+        raise OpValueError(f"targets must have one entry per layer ({len(features)}), got {len(targets)}")
     _check_choice("reduction", reduction, REDUCTIONS)
     _check_choice("normalize", normalize, NORMALIZE)
-    if weights is None:
-        weights = [1.0] * len(features)
-    elif not isinstance(weights, (list, tuple)) or len(weights) != len(features):
-        raise ValueError(f"weights must be a list of {len(features)} floats (one per layer), got {weights!r}")
-    for i, w in enumerate(weights):
-        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
-            raise TypeError(f"weights[{i}] must be a finite number, got {w!r}")
+    weights = _check_weights(weights, len(features))
     for i, (f, a) in enumerate(zip(features, targets)):
         _check_features(f"features[{i}]", f)
         check_tensor(f"targets[{i}]", a)
@@ -129,8 +140,8 @@ def style_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
         check_same_dtype(**{"features[0]": features[0], f"features[{i}]": f, f"targets[{i}]": a})
         b, c = f.shape[:2]
         if tuple(a.shape) not in ((c, c), (b, c, c)):
-            raise ValueError(f"targets[{i}] must have shape [C, C] = {(c, c)} or [B, C, C] = {(b, c, c)} "
-                             f"for features[{i}] of shape {tuple(f.shape)}, got {tuple(a.shape)}")
+            raise OpValueError(f"targets[{i}] must have shape [C, C] = {(c, c)} or [B, C, C] = {(b, c, c)} "
+                               f"for features[{i}] of shape {tuple(f.shape)}, got {tuple(a.shape)}")
     scales, coefs = [], []
     for f, w in zip(features, weights):
         b, c = f.shape[:2]
@@ -150,6 +161,16 @@ def style_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
 class StyleLoss(torch.nn.Module):
     """Holds target Grams (computed once from style features) and returns ``style_loss``.
 
+    Args:
+        style_features: list of L tensors (B_s, C_l, H_l, W_l) (or (B_s, C_l, N_l)), the
+            style image(s)' features at each layer, one B_s for every layer. With B_s = 1 the
+            target Gram is shared by every element of the batch given to ``forward``; with
+            B_s > 1 element b of that batch is compared with style image b, so the batch
+            must be B_s (for one target blended from several style images, average their
+            ``gram_matrix`` and call :func:`style_loss`).
+        weights: L floats (default all 1).
+        reduction, normalize: as in :func:`style_loss`.
+
     Example:
         >>> import torch, fastpapers.ops as ops
         >>> style = [torch.rand(1, 4, 8, 8)]
@@ -160,14 +181,54 @@ class StyleLoss(torch.nn.Module):
 
     def __init__(self, style_features, weights=None, reduction="mean", normalize="chw"):
         super().__init__()
-        self.weights = None if weights is None else [float(w) for w in weights]
+        if not isinstance(style_features, (list, tuple)):
+            raise OpTypeError(f"style_features must be a list of tensors (one per layer), "
+                              f"got {type(style_features).__name__}")
+        if len(style_features) == 0:
+            raise OpValueError("style_features must hold at least one layer, got an empty list")
+        _check_choice("reduction", reduction, REDUCTIONS)
+        _check_choice("normalize", normalize, NORMALIZE)
+        self.weights = _check_weights(weights, len(style_features))
         self.reduction, self.normalize = reduction, normalize
         for i, f in enumerate(style_features):
-            self.register_buffer(f"target{i}", gram_matrix(f.detach(), normalize)[0])
+            name = f"style_features[{i}]"
+            _check_features(name, f)
+            check_same_device(**{"style_features[0]": style_features[0], name: f})
+            check_same_dtype(**{"style_features[0]": style_features[0], name: f})
+            if f.shape[0] != style_features[0].shape[0]:
+                raise OpValueError(f"{name} must hold as many style images as style_features[0] "
+                                   f"({style_features[0].shape[0]}), got shape {tuple(f.shape)}")
+            if f.shape[0] == 0:
+                raise OpValueError(f"{name} must hold at least one style image, got shape {tuple(f.shape)}")
         self.n_layers = len(style_features)
+        self.n_styles = style_features[0].shape[0]
+        with torch.no_grad():
+            for i, f in enumerate(style_features):
+                g = gram_matrix(f.detach(), normalize)
+                self.register_buffer(f"target{i}", g[0] if self.n_styles == 1 else g)
 
     def forward(self, features):
+        if not isinstance(features, (list, tuple)):
+            raise OpTypeError(f"features must be a list of tensors, got {type(features).__name__}")
+        if len(features) != self.n_layers:
+            raise OpValueError(f"features must have one entry per layer of style_features "
+                               f"({self.n_layers}), got {len(features)}")
         targets = [getattr(self, f"target{i}") for i in range(self.n_layers)]
+        for i, (f, a) in enumerate(zip(features, targets)):
+            _check_features(f"features[{i}]", f)
+            c = a.shape[-1]
+            if f.shape[1] != c:
+                raise OpValueError(f"features[{i}] must have {c} channels like style_features[{i}], "
+                                   f"got shape {tuple(f.shape)}")
+            if self.n_styles > 1 and f.shape[0] != self.n_styles:
+                raise OpValueError(f"features[{i}] must have batch {self.n_styles}, one element per style "
+                                   f"image in style_features[{i}], got shape {tuple(f.shape)}")
+            if f.device != a.device:
+                raise OpValueError(f"features[{i}] must be on the device of the target built from "
+                                   f"style_features[{i}] ({a.device}), got {f.device}")
+            if f.dtype != a.dtype:
+                raise OpTypeError(f"features[{i}] must have the dtype of the target built from "
+                                  f"style_features[{i}] ({a.dtype}), got {f.dtype}")
         return style_loss(features, targets, self.weights, self.reduction, normalize=self.normalize)
 
 
@@ -191,7 +252,7 @@ def _loss_backward(ctx, grad, grad_diffs):
     saved = ctx.saved_tensors
     features, targets, diffs = saved[:n], saved[n:2 * n], saved[2 * n:]
     if grad is None:  # only the diffs output was differentiated
-        grad = diffs[0].new_zeros(())
+        grad = diffs[0].new_zeros((), dtype=_loss_dtype(diffs[0].dtype))
     # d loss / d D_l = 2 s_l g D_l and D_l = (1/n_l) F F^T - sym(A_l), so
     # dF_l = (4 s_l g / n_l) D_l F_l: one product with the saved D.
     coefs = [4.0 * s * w for s, w in zip(ctx.scales, ctx.weights)]
@@ -216,9 +277,10 @@ def _loss_backward(ctx, grad, grad_diffs):
             continue
         a, d, w = targets[i], diffs[i], ctx.weights[i]
         # G - A = D + (A^T - A)/2 for the symmetrised D.
-        ga = -2.0 * w * grad * (d + 0.5 * (a.transpose(-1, -2) - a).to(d.dtype))
+        # In the loss dtype (float32 for half features, whose D is stored in half).
+        ga = -2.0 * w * grad * (d.to(grad.dtype) + 0.5 * (a.transpose(-1, -2) - a).to(grad.dtype))
         if extra and grad_diffs[i] is not None:
-            ga = ga - 0.5 * (grad_diffs[i] + grad_diffs[i].transpose(1, 2))
+            ga = ga - 0.5 * (grad_diffs[i] + grad_diffs[i].transpose(1, 2)).to(ga.dtype)
         if a.dim() == 2:
             ga = ga.sum(0)
         dtarget.append(ga.to(a.dtype))
@@ -256,17 +318,16 @@ def _register():
 
     @torch.library.register_fake(lib + "gram_matrix_backward")
     def _(grad, x, scale):
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)  # contiguous, whatever x's layout (as the kernels return)
 
     @torch.library.register_fake(lib + "style_loss")
     def _(features, targets, scales, weights):
-        dt = _loss_dtype(features[0].dtype)
-        diffs = [f.new_empty((f.shape[0], f.shape[1], f.shape[1]), dtype=dt) for f in features]
-        return features[0].new_empty((), dtype=dt), diffs
+        diffs = [f.new_empty((f.shape[0], f.shape[1], f.shape[1])) for f in features]
+        return features[0].new_empty((), dtype=_loss_dtype(features[0].dtype)), diffs
 
     @torch.library.register_fake(lib + "style_loss_backward")
     def _(grad, features, diffs, coefs):
-        return [torch.empty_like(f) for f in features]
+        return [f.new_empty(f.shape) for f in features]
 
     def gram_setup(ctx, inputs, output):
         x, scale = inputs
@@ -330,6 +391,8 @@ def _register():
 
 
 def _register_cuda():
+    # cuBLAS products + one fused Triton epilogue (kernels/gram.py); nothing here reads a
+    # tensor's values on the host.
     from ..kernels import gram as K
 
     @torch.library.impl("fastpapers::gram_matrix", "CUDA")
@@ -338,28 +401,19 @@ def _register_cuda():
 
     @torch.library.impl("fastpapers::gram_matrix_backward", "CUDA")
     def _(grad, x, scale):
-        b, c = x.shape[:2]
-        sym = (grad + grad.transpose(1, 2)) * scale
-        return torch.bmm(sym, x.reshape(b, c, math.prod(x.shape[2:]))).view(x.shape)
+        x3 = K.as_bcn(x)
+        out = torch.empty_like(x3)
+        if out.numel():
+            out.baddbmm_(grad + grad.transpose(1, 2), x3, beta=0, alpha=scale)
+        return out.view(x.shape)
 
     @torch.library.impl("fastpapers::style_loss", "CUDA")
     def _(features, targets, scales, weights):
-        # Every layer's tiles in one launch.
-        return K.gram_loss_grouped(list(features), list(scales), list(targets), list(weights))
+        return K.style_loss(list(features), list(targets), list(scales), list(weights))
 
     @torch.library.impl("fastpapers::style_loss_backward", "CUDA")
     def _(grad, features, diffs, coefs):
-        out = []
-        for f, d, c in zip(features, diffs, coefs):
-            if f.dtype in K.HALF_DTYPES:
-                # D stays float32 (rescaled per matrix inside the kernel): in half precision
-                # a large D would overflow and grad * c * D underflow.
-                out.append(K.dgrad_half(grad, f, d, c))
-                continue
-            b, ch = f.shape[:2]
-            e = d * (grad * c)
-            out.append(torch.bmm(e, f.reshape(b, ch, math.prod(f.shape[2:]))).view(f.shape))
-        return out
+        return K.style_loss_backward(grad, list(features), list(diffs), list(coefs))
 
 
 when_built(_register)
