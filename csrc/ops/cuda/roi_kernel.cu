@@ -14,13 +14,26 @@
 // Backward with respect to the boxes (roi_bilinear): one block per ROI reduces over bins and
 // channels with a fixed-order tree, so it is always deterministic.
 //
-// A batch index outside [0, N) (possible only when the Python checks are skipped) makes the
-// ROI read nothing: its output is zero and it contributes no gradient.
+// Bad values (possible only when the value checks are off, the default on CUDA: they would
+// need a device->host copy). The batch index b selects image trunc(b), as on the CPU; a ROI
+// whose trunc(b) is outside [0, N), or whose b is NaN, reads nothing: its output is zero and
+// it contributes no gradient. NaN or infinite coordinates give samples that count as outside
+// the map (zero), never an index. roi_align's adaptive grid is capped at kMaxAdaptiveGrid
+// samples per bin and axis (the CPU kernels' rule, cpu/roi_common.h), so no box makes a
+// kernel run for hours. Every pixel a kernel reads or writes lies inside the map.
+//
+// The half-precision kernels compute sample coordinates and sums in float32 (opmath) from the
+// half-valued inputs. torchvision's CUDA roi_align computes both in the input dtype: in float16
+// a coordinate near 500 has a spacing of 0.25-0.5 pixel, and ceil(roi_size / output_size) of a
+// rounded size can change the adaptive grid, which is where its float16 output departs from
+// the float64 result on the same half-valued inputs (tests/test_roi_torchvision.py measures it).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <limits>
 
 namespace fastpapers {
 namespace {
@@ -62,6 +75,17 @@ struct AlignGeom {
   C count;
 };
 
+// Mirror of roi::adaptive_grid (cpu/roi_common.h): ceil(x) clamped to [0, kMaxAdaptiveGrid],
+// NaN -> 0.
+constexpr int kMaxAdaptiveGrid = 1024;
+
+template <typename C>
+__device__ __forceinline__ int adaptive_grid(C size_over_pooled) {
+  if (!(size_over_pooled > C(0))) return 0;
+  if (!(size_over_pooled < static_cast<C>(kMaxAdaptiveGrid))) return kMaxAdaptiveGrid;
+  return static_cast<int>(ceil(size_over_pooled));
+}
+
 template <typename T, typename C>
 __device__ __forceinline__ AlignGeom<C> align_geom(const T* roi, double scale, int oh, int ow, int sampling_ratio,
                                                    bool aligned) {
@@ -78,9 +102,10 @@ __device__ __forceinline__ AlignGeom<C> align_geom(const T* roi, double scale, i
   }
   g.bin_h = h / static_cast<C>(oh);
   g.bin_w = w / static_cast<C>(ow);
-  g.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(h / static_cast<C>(oh)));
-  g.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(w / static_cast<C>(ow)));
-  const int cnt = g.grid_h * g.grid_w;
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(h / static_cast<C>(oh));
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(w / static_cast<C>(ow));
+  // In int64: a user-given sampling_ratio may be large.
+  const int64_t cnt = static_cast<int64_t>(g.grid_h) * g.grid_w;
   g.count = static_cast<C>(cnt > 1 ? cnt : 1);
   return g;
 }
@@ -133,10 +158,11 @@ __device__ __forceinline__ bool may_touch(C start, C len, int size, int target) 
   return (t >= lo || target == 0) && (t <= hi || target == size - 1);
 }
 
+// Image of a ROI: trunc(b) when it is in [0, N) (i.e. -1 < b < N); false otherwise (and for NaN).
 template <typename T>
 __device__ __forceinline__ bool roi_image(const T* roi, int N, int& n) {
   const double b = static_cast<double>(roi[0]);
-  if (!(b >= 0.0 && b < static_cast<double>(N))) return false;
+  if (!(b > -1.0 && b < static_cast<double>(N))) return false;
   n = static_cast<int>(b);
   return true;
 }
@@ -214,9 +240,9 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
 
 template <typename T, bool kAlign>
 __global__ void __launch_bounds__(kThreads)
-    roi_backward_scatter_kernel(const T* __restrict__ grad, const T* __restrict__ rois,
-                                at::opmath_type<T>* __restrict__ acc, int N, int C, int H, int W, int oh, int ow,
-                                double scale, int sampling_ratio, bool aligned) {
+    roi_backward_scatter_kernel(const T* __restrict__ grad, int64_t gsK, int64_t gsC, int64_t gsH, int64_t gsW,
+                                const T* __restrict__ rois, at::opmath_type<T>* __restrict__ acc, int N, int C, int H,
+                                int W, int oh, int ow, double scale, int sampling_ratio, bool aligned) {
   using acc_t = at::opmath_type<T>;
   __shared__ acc_t tile[kChunk][33];
   const int k = blockIdx.x;
@@ -233,7 +259,10 @@ __global__ void __launch_bounds__(kThreads)
     const int nb = min(kChunk, bins - b0);
     for (int i = threadIdx.x; i < 32 * nb; i += kThreads) {
       const int cc = i / nb, bb = i % nb;
-      tile[bb][cc] = c0 + cc < C ? static_cast<acc_t>(grad[(static_cast<int64_t>(k) * C + c0 + cc) * bins + b0 + bb])
+      // grad read through its strides: an expanded or sliced gradient (e.g. of out.sum())
+      // needs no contiguous copy.
+      const int b = b0 + bb;
+      tile[bb][cc] = c0 + cc < C ? static_cast<acc_t>(grad[k * gsK + (c0 + cc) * gsC + (b / ow) * gsH + (b % ow) * gsW])
                                  : acc_t(0);
     }
     __syncthreads();
@@ -400,6 +429,16 @@ void check_pair(const at::Tensor& a, const at::Tensor& rois, const char* op) {
   TORCH_CHECK(a.scalar_type() == rois.scalar_type(), op, ": tensors and rois must share a dtype");
 }
 
+// The kernels index pixels in int64 but take sizes, bins and ROI numbers as int and launch
+// one block row per ROI and one block column per 32 channels: say so instead of wrapping.
+void check_sizes(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t oh, int64_t ow, const char* op) {
+  constexpr int64_t kInt = std::numeric_limits<int>::max();
+  TORCH_CHECK_VALUE(N <= kInt && H <= kInt && W <= kInt && K <= kInt, op,
+                    ": sizes must fit in int32, got input [", N, ", ", C, ", ", H, ", ", W, "] and ", K, " rois");
+  TORCH_CHECK_VALUE((C + 31) / 32 <= 65535, op, ": at most ", 65535 * 32, " channels on CUDA, got ", C);
+  TORCH_CHECK_VALUE(oh * ow <= kInt - kChunk, op, ": output_size (", oh, ", ", ow, ") has more than 2^31 bins");
+}
+
 int blocks_for(int64_t total) {
   const int64_t b = (total + kThreads - 1) / kThreads;
   return static_cast<int>(std::min<int64_t>(std::max<int64_t>(b, 1), 65535LL * 16));
@@ -412,6 +451,7 @@ at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& rois, double 
   TORCH_CHECK(oh > 0 && ow > 0, op, ": output size must be positive");
   c10::cuda::CUDAGuard guard(input.device());
   const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3), K = rois.size(0);
+  check_sizes(N, C, H, W, K, oh, ow, op);
   at::Tensor out = at::empty({K, C, oh, ow}, input.options());
   if (out.numel() == 0) return out;
   if (H == 0 || W == 0) return out.zero_();
@@ -436,8 +476,12 @@ at::Tensor backward_input_cuda(const at::Tensor& grad, const at::Tensor& rois, d
               grad.sizes());
   c10::cuda::CUDAGuard guard(grad.device());
   const int64_t K = rois.size(0), oh = grad.size(2), ow = grad.size(3);
-  if (N * C * H * W == 0) return at::empty({N, C, H, W}, grad.options());
-  if (K == 0 || grad.numel() == 0) return at::zeros({N, C, H, W}, grad.options());
+  check_sizes(N, C, H, W, K, oh, ow, op);
+  // The gradient is returned channels-last (the layout the kernels accumulate in), which
+  // saves a transposing copy; the fake kernels in fastpapers/ops/roi.py say the same.
+  const auto cl = grad.options().memory_format(at::MemoryFormat::ChannelsLast);
+  if (N * C * H * W == 0) return at::empty({N, C, H, W}, cl);
+  if (K == 0 || grad.numel() == 0) return at::zeros({N, C, H, W}, cl);
   at::Tensor r = rois.contiguous();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (at::globalContext().deterministicAlgorithms()) {
@@ -449,18 +493,19 @@ at::Tensor backward_input_cuda(const at::Tensor& grad, const at::Tensor& rois, d
           sampling_ratio, aligned);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    return buf.permute({0, 3, 1, 2}).contiguous();
+    return buf.permute({0, 3, 1, 2});
   }
-  at::Tensor g = grad.contiguous();
+  const at::Tensor& g = grad;
   at::Tensor buf = at::zeros({N, H, W, C}, grad.options().dtype(at::toOpMathType(grad.scalar_type())));
   const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_backward_input_cuda", [&] {
     roi_backward_scatter_kernel<scalar_t, kAlign><<<grid, kThreads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), buf.data_ptr<at::opmath_type<scalar_t>>(), N, C, H, W, oh,
-        ow, scale, sampling_ratio, aligned);
+        g.data_ptr<scalar_t>(), g.stride(0), g.stride(1), g.stride(2), g.stride(3), r.data_ptr<scalar_t>(),
+        buf.data_ptr<at::opmath_type<scalar_t>>(), N, C, H, W, oh, ow, scale, sampling_ratio, aligned);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return buf.permute({0, 3, 1, 2}).to(grad.scalar_type()).contiguous();
+  // .to keeps the channels-last strides; for float32/float64 it is no copy at all.
+  return buf.permute({0, 3, 1, 2}).to(grad.scalar_type());
 }
 
 at::Tensor roi_bilinear_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
@@ -480,6 +525,7 @@ at::Tensor roi_bilinear_backward_rois_cuda(const at::Tensor& grad, const at::Ten
               "roi_bilinear_backward_rois: grad must be [K, C, oh, ow], got ", grad.sizes());
   c10::cuda::CUDAGuard guard(input.device());
   const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3), K = rois.size(0);
+  check_sizes(N, C, H, W, K, grad.size(2), grad.size(3), "roi_bilinear_backward_rois");
   at::Tensor gr = at::zeros({K, 5}, rois.options());
   if (K == 0 || input.numel() == 0 || grad.numel() == 0) return gr;
   at::Tensor gT = grad.permute({0, 2, 3, 1}).contiguous();
