@@ -528,3 +528,90 @@ def test_cuda_deterministic_backward(device):
     xa = x.cpu().clone().requires_grad_()
     ops.roi_align(xa, rois.cpu(), (3, 4), 1.0, -1).backward(go.cpu())
     assert_close(xa.grad, cpu[0])
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+def test_cuda_no_host_sync(device):
+    # The CUDA path (checks off, the default) never waits for the device: no .item(), no
+    # nonzero, no device->host copy, forward or backward, for both ops and both box formats.
+    x = torch.randn(2, 64, 20, 25, device=device, requires_grad=True)
+    rois = make_rois(50, 2, 20 * 2, 25 * 2, dtype=torch.float32, device=device)
+    rr = rois.clone().requires_grad_()
+    go = torch.randn(50, 64, 7, 7, device=device)
+    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    pool = ops.RoIAlign(7, 0.5, 2)
+    torch.cuda.synchronize()
+    old = ops.set_checks(False)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for sr in (2, 0):
+            ops.roi_align(x, rois, 7, 0.5, sr).backward(go)
+        pool(x, boxes).sum().backward()
+        ops.roi_bilinear(x, rr, 7, 0.5).backward(go)
+        ops.roi_bilinear(x, rr, (3, 4), 0.5).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        ops.set_checks(old)
+    torch.cuda.synchronize()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(rr.grad).all()
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+@pytest.mark.parametrize("fn", ["roi_bilinear", "roi_align"])
+def test_cuda_unchecked_bad_values_are_safe_and_checked_mode_names_them(device, fn):
+    # Checks off: a ROI whose batch index is out of range or NaN, or whose box is NaN/inf,
+    # reads nothing (zero output, no gradient); the others are unaffected; a huge box is
+    # bounded by the adaptive-grid cap and agrees with the CPU. Checks on: the named errors.
+    op = getattr(ops, fn)
+    nan, inf = float("nan"), float("inf")
+    x = torch.randn(2, 40, 9, 10, dtype=torch.float64, device=device)
+    good = make_rois(4, 2, 9, 10, device=device)
+    bad = torch.tensor([[2, 1, 1, 5, 5], [-1, 1, 1, 5, 5], [nan, 1, 1, 5, 5], [0, nan, 1, 5, 5], [1, 1, 1, inf, 5],
+                        [0, -inf, -inf, inf, inf], [1e9, 1, 1, 5, 5]], dtype=torch.float64, device=device)
+    huge = torch.tensor([[0, -5e11, 0, 5e11, 9], [1, 0, -5e11, 10, 5e11]], dtype=torch.float64, device=device)
+    rois = torch.cat([good, bad, huge])
+    args = (3, 1.0, 0) if fn == "roi_align" else (3,)
+    xg = x.clone().requires_grad_()
+    old = ops.set_checks(False)
+    try:
+        out = op(xg, rois, *args)
+        out.backward(torch.ones_like(out))
+    finally:
+        ops.set_checks(old)
+    n_good = good.shape[0]
+    assert (out[n_good:n_good + bad.shape[0]] == 0).all()
+    keep = torch.cat([good, huge])
+    xc = x.cpu().requires_grad_()
+    want = op(xc, keep.cpu(), *args)
+    want.backward(torch.ones_like(want))
+    assert_close(torch.cat([out[:n_good], out[n_good + bad.shape[0]:]]).cpu(), want)
+    assert_close(xg.grad.cpu(), xc.grad)
+    old = ops.set_checks(True)
+    try:
+        for row in range(bad.shape[0]):
+            with pytest.raises(ops.OpValueError):
+                op(x, torch.cat([good, bad[row:row + 1]]), *args)
+    finally:
+        ops.set_checks(old)
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cuda_gradient_layout_and_expanded_grad(device, deterministic):
+    # The CUDA input gradient comes back channels-last (no transposing copy) and an expanded
+    # output gradient (out.sum().backward()) is read through its strides; values equal the CPU's.
+    x = torch.randn(2, 37, 11, 13, dtype=torch.float64, device=device)
+    rois = make_rois(40, 2, 11, 13, device=device, max_wh=1.0)
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        for fn, args in ((ops.roi_align, ((3, 4), 1.0, -1)), (ops.roi_bilinear, ((3, 4),))):
+            xg = x.clone().requires_grad_()
+            fn(xg, rois, *args).sum().backward()
+            xc = x.cpu().requires_grad_()
+            fn(xc, rois.cpu(), *args).sum().backward()
+            assert_close(xg.grad.cpu(), xc.grad)
+            y = x.clone().requires_grad_()
+            (g,) = torch.autograd.grad(fn(y * 1, rois, *args).sum(), y)
+            assert_close(g.cpu(), xc.grad)
+    finally:
+        torch.use_deterministic_algorithms(False)

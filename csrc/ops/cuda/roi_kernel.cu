@@ -188,6 +188,9 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
     return static_cast<acc_t>(img[(static_cast<int64_t>(yy) * W + xx) * C]);
   };
   const int bins = oh * ow;
+  // The ROI's geometry, once per thread rather than once per bin.
+  AlignGeom<acc_t> g{};
+  if constexpr (kAlign) g = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
   for (int b0 = 0; b0 < bins; b0 += kChunk) {
     const int nb = min(kChunk, bins - b0);
     for (int bb = warp; bb < nb; bb += kWarps) {
@@ -195,7 +198,6 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
       acc_t v = acc_t(0);
       if (valid) {
         if constexpr (kAlign) {
-          const AlignGeom<acc_t> g = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
           for (int iy = 0; iy < g.grid_h; ++iy) {
             int y0, y1;
             acc_t wy0, wy1;
@@ -255,6 +257,8 @@ __global__ void __launch_bounds__(kThreads)
   acc_t* dst = acc + static_cast<int64_t>(n) * H * W * C + c;
   auto add = [&](int yy, int xx, acc_t v) { atomicAdd(dst + (static_cast<int64_t>(yy) * W + xx) * C, v); };
   const int bins = oh * ow;
+  AlignGeom<acc_t> geo{};
+  if constexpr (kAlign) geo = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
   for (int b0 = 0; b0 < bins; b0 += kChunk) {
     const int nb = min(kChunk, bins - b0);
     for (int i = threadIdx.x; i < 32 * nb; i += kThreads) {
@@ -270,7 +274,6 @@ __global__ void __launch_bounds__(kThreads)
       const int ph = (b0 + bb) / ow, pw = (b0 + bb) % ow;
       const acc_t g = tile[bb][lane];
       if constexpr (kAlign) {
-        const AlignGeom<acc_t> geo = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
         const acc_t gs = g / geo.count;
         for (int iy = 0; iy < geo.grid_h; ++iy) {
           int y0, y1;
