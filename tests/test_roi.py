@@ -615,3 +615,22 @@ def test_cuda_gradient_layout_and_expanded_grad(device, deterministic):
             assert_close(g.cpu(), xc.grad)
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+@pytest.mark.parametrize("c", [60, 64, 132, 192])
+def test_cuda_forward_channel_blocks_match_torchvision(device, c):
+    # float32 forward reads 4 channels per lane when C % 4 == 0 and C >= 64 (128 channels per
+    # block, a partial last block for 132 and 192), 1 otherwise (60), and 1 when the
+    # channels-last input is not 16-byte aligned; all agree with torchvision and the CPU.
+    n, h, w = 2, 9, 11
+    flat = torch.randn(1 + n * h * w * c, device=device)
+    x = flat[:-1].view(n, h, w, c).permute(0, 3, 1, 2)
+    shifted = flat[1:].view(n, h, w, c).permute(0, 3, 1, 2)  # channels-last, 4-byte offset
+    rois = make_rois(30, n, h, w, dtype=torch.float32, device=device, max_wh=1.0)
+    for sr, aligned in ((2, False), (0, True)):
+        for t in (x, shifted):
+            got = ops.roi_align(t, rois, (3, 4), 1.0, sr, aligned)
+            assert_close(got, torchvision.ops.roi_align(t, rois, (3, 4), 1.0, sr, aligned))
+            assert_close(got.cpu(), ops.roi_align(t.cpu(), rois.cpu(), (3, 4), 1.0, sr, aligned))
+        assert_close(ops.roi_bilinear(x, rois, (3, 4)).cpu(), ops.roi_bilinear(x.cpu(), rois.cpu(), (3, 4)))

@@ -2,8 +2,9 @@
 // (cpu/roi_bilinear_kernel.cpp, cpu/roi_align_kernel.cpp), which state them in full.
 //
 // Layout: the input is read channels-last, so the 32 lanes of a warp read 32 consecutive
-// channels of one pixel (one coalesced 128-byte line for float). A block owns one ROI and 32
-// channels; its 8 warps share the ROI's bins. Bins are staged through a shared-memory tile so
+// channels of one pixel (one coalesced 128-byte line for float); the float forward reads 4
+// channels per lane (16-byte loads) when C is a multiple of 4. A block owns one ROI and 32
+// (or 128) channels; its 8 warps share the ROI's bins. Bins are staged through a shared-memory tile so
 // that the [K, C, oh, ow] output is written (and the gradient read) along contiguous bins.
 //
 // Backward with respect to the input:
@@ -33,7 +34,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace fastpapers {
 namespace {
@@ -169,24 +172,42 @@ __device__ __forceinline__ bool roi_image(const T* roi, int N, int& n) {
 
 // ---------------------------------------------------------------- forward
 
-template <typename T, bool kAlign>
+// kVec consecutive channels of one pixel as opmath values; kVec == 4 is one 16-byte load
+// (float only; the launcher checks alignment and C % 4 == 0).
+template <typename T, int kVec>
+__device__ __forceinline__ void load_pixel(const T* p, at::opmath_type<T> (&v)[kVec]) {
+  if constexpr (kVec == 4 && std::is_same_v<T, float>) {
+    const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+    v[0] = q.x;
+    v[1] = q.y;
+    v[2] = q.z;
+    v[3] = q.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) v[j] = static_cast<at::opmath_type<T>>(p[j]);
+  }
+}
+
+// A block owns one ROI and 32 * kVec channels (kVec per lane); the geometry of each sample is
+// computed once per warp for all of them.
+template <typename T, bool kAlign, int kVec>
 __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restrict__ x, const T* __restrict__ rois,
                                                                T* __restrict__ out, int N, int C, int H, int W,
                                                                int oh, int ow, double scale, int sampling_ratio,
                                                                bool aligned) {
   using acc_t = at::opmath_type<T>;
-  __shared__ acc_t tile[kChunk][33];
+  constexpr int kCh = 32 * kVec;  // channels per block
+  // tile[bin][j * 32 + lane] holds channel c0 + lane * kVec + j: conflict-free writes.
+  __shared__ acc_t tile[kChunk][kCh + 1];
   const int k = blockIdx.x;
-  const int c0 = blockIdx.y * 32;
+  const int c0 = blockIdx.y * kCh;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int c = c0 + lane;
+  const int c = c0 + lane * kVec;
   const T* roi = rois + 5 * static_cast<int64_t>(k);
   int n = 0;
   const bool valid = roi_image(roi, N, n) && c < C;
   const T* img = x + static_cast<int64_t>(n) * H * W * C + c;
-  auto pix = [&](int yy, int xx) -> acc_t {
-    return static_cast<acc_t>(img[(static_cast<int64_t>(yy) * W + xx) * C]);
-  };
+  auto pix = [&](int yy, int xx, acc_t (&v)[kVec]) { load_pixel<T, kVec>(img + (static_cast<int64_t>(yy) * W + xx) * C, v); };
   const int bins = oh * ow;
   // The ROI's geometry, once per thread rather than once per bin.
   AlignGeom<acc_t> g{};
@@ -195,7 +216,9 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
     const int nb = min(kChunk, bins - b0);
     for (int bb = warp; bb < nb; bb += kWarps) {
       const int ph = (b0 + bb) / ow, pw = (b0 + bb) % ow;
-      acc_t v = acc_t(0);
+      acc_t v[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) v[j] = acc_t(0);
       if (valid) {
         if constexpr (kAlign) {
           for (int iy = 0; iy < g.grid_h; ++iy) {
@@ -206,10 +229,18 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
               int x0, x1;
               acc_t wx0, wx1;
               if (!align_taps(align_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), W, x0, x1, wx0, wx1)) continue;
-              v += wy0 * wx0 * pix(y0, x0) + wy0 * wx1 * pix(y0, x1) + wy1 * wx0 * pix(y1, x0) + wy1 * wx1 * pix(y1, x1);
+              acc_t p00[kVec], p01[kVec], p10[kVec], p11[kVec];
+              pix(y0, x0, p00);
+              pix(y0, x1, p01);
+              pix(y1, x0, p10);
+              pix(y1, x1, p11);
+#pragma unroll
+              for (int j = 0; j < kVec; ++j)
+                v[j] += wy0 * wx0 * p00[j] + wy0 * wx1 * p01[j] + wy1 * wx0 * p10[j] + wy1 * wx1 * p11[j];
             }
           }
-          v /= g.count;
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) v[j] /= g.count;
         } else {
           int y0, x0;
           double ly, lx;
@@ -220,19 +251,35 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
             const bool r0 = y0 >= 0, r1 = y0 + 1 < H, q0 = x0 >= 0, q1 = x0 + 1 < W;
             const acc_t hy = static_cast<acc_t>(1.0 - ly), vy = static_cast<acc_t>(ly);
             const acc_t hx = static_cast<acc_t>(1.0 - lx), vx = static_cast<acc_t>(lx);
-            if (r0 && q0) v += hy * hx * pix(y0, x0);
-            if (r0 && q1) v += hy * vx * pix(y0, x0 + 1);
-            if (r1 && q0) v += vy * hx * pix(y0 + 1, x0);
-            if (r1 && q1) v += vy * vx * pix(y0 + 1, x0 + 1);
+            acc_t p[kVec];
+            if (r0 && q0) {
+              pix(y0, x0, p);
+              for (int j = 0; j < kVec; ++j) v[j] += hy * hx * p[j];
+            }
+            if (r0 && q1) {
+              pix(y0, x0 + 1, p);
+              for (int j = 0; j < kVec; ++j) v[j] += hy * vx * p[j];
+            }
+            if (r1 && q0) {
+              pix(y0 + 1, x0, p);
+              for (int j = 0; j < kVec; ++j) v[j] += vy * hx * p[j];
+            }
+            if (r1 && q1) {
+              pix(y0 + 1, x0 + 1, p);
+              for (int j = 0; j < kVec; ++j) v[j] += vy * vx * p[j];
+            }
           }
         }
       }
-      tile[bb][lane] = v;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[bb][j * 32 + lane] = v[j];
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < 32 * nb; i += kThreads) {
-      const int cc = i / nb, bb = i % nb;
-      if (c0 + cc < C) out[(static_cast<int64_t>(k) * C + c0 + cc) * bins + b0 + bb] = static_cast<T>(tile[bb][cc]);
+    for (int i = threadIdx.x; i < kCh * nb; i += kThreads) {
+      const int o = i / nb, bb = i % nb;  // channel c0 + o = c0 + (o / kVec) * kVec + o % kVec
+      if (c0 + o < C)
+        out[(static_cast<int64_t>(k) * C + c0 + o) * bins + b0 + bb] =
+            static_cast<T>(tile[bb][(o % kVec) * 32 + o / kVec]);
     }
     __syncthreads();
   }
@@ -447,6 +494,29 @@ int blocks_for(int64_t total) {
   return static_cast<int>(std::min<int64_t>(std::max<int64_t>(b, 1), 65535LL * 16));
 }
 
+// float with whole 16-byte pixels: 4 channels per lane (one vector load per tap); otherwise
+// one. (Only float instantiates the 4-channel kernel: its tile would not fit for double.)
+template <typename T, bool kAlign>
+void launch_forward(const at::Tensor& x, const at::Tensor& r, at::Tensor& out, int64_t N, int64_t C, int64_t H,
+                    int64_t W, int64_t K, int64_t oh, int64_t ow, double scale, int64_t sampling_ratio, bool aligned,
+                    cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (C % 4 == 0 && C >= 64 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0) {
+      const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 127) / 128));
+      roi_forward_kernel<T, kAlign, 4><<<grid, kThreads, 0, stream>>>(x.data_ptr<T>(), r.data_ptr<T>(),
+                                                                       out.data_ptr<T>(), N, C, H, W, oh, ow, scale,
+                                                                       sampling_ratio, aligned);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
+  const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
+  roi_forward_kernel<T, kAlign, 1><<<grid, kThreads, 0, stream>>>(x.data_ptr<T>(), r.data_ptr<T>(),
+                                                                   out.data_ptr<T>(), N, C, H, W, oh, ow, scale,
+                                                                   sampling_ratio, aligned);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 template <bool kAlign>
 at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& rois, double scale, int64_t oh, int64_t ow,
                         int64_t sampling_ratio, bool aligned, const char* op) {
@@ -460,13 +530,9 @@ at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& rois, double 
   if (H == 0 || W == 0) return out.zero_();
   at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor r = rois.contiguous();
-  const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_forward_cuda", [&] {
-    roi_forward_kernel<scalar_t, kAlign><<<grid, kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, C, H, W, oh, ow, scale,
-        sampling_ratio, aligned);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_forward<scalar_t, kAlign>(x, r, out, N, C, H, W, K, oh, ow, scale, sampling_ratio, aligned, stream);
   });
   return out;
 }
