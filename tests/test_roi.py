@@ -475,6 +475,9 @@ def test_box_helpers_bad_inputs():
     assert_raises_naming(ValueError, "boxes", B.xyxy_to_xcycwh, torch.zeros(3, 5))
     assert_raises_naming(TypeError, "boxes", B.xcycwh_to_xyxy, torch.zeros(3, 4, dtype=torch.long))
     assert_raises_naming(ValueError, "height", B.box_to_affine, torch.zeros(3, 4), 0, 5)
+    assert_raises_naming(TypeError, "width", B.box_to_affine, torch.zeros(3, 4), 4, 5.0)
+    err = assert_raises_naming(TypeError, "boxes", B.xcycwh_to_xyxy, torch.zeros(3, 4, dtype=torch.long))
+    assert isinstance(err, RuntimeError)
     assert_raises_naming(ValueError, "deltas", B.apply_box_transform, torch.zeros(3, 4), torch.zeros(3, 3))
     assert_raises_naming(ValueError, "weights", B.apply_box_transform, torch.zeros(3, 4), torch.zeros(3, 4),
                          weights=(1.0, 1.0))

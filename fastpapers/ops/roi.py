@@ -193,7 +193,7 @@ def roi_align(input: Tensor, boxes: Union[Tensor, List[Tensor]], output_size: Br
     Example:
         >>> import torch, fastpapers.ops as ops
         >>> x = torch.arange(16.).reshape(1, 1, 4, 4)
-        >>> ops.roi_align(x, torch.tensor([[0., 0, 0, 4, 4]]), 1, sampling_ratio=2)
+        >>> ops.roi_align(x, torch.tensor([[0., 0, 0, 4, 4]]), 1, sampling_ratio=2, aligned=True)
         tensor([[[[7.5000]]]])
     """
     if not torch.jit.is_scripting():
