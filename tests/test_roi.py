@@ -264,34 +264,125 @@ def test_backward_is_deterministic_across_thread_counts():
 def test_bad_inputs(fn):
     op = getattr(ops, fn)
     name = "features" if fn == "roi_bilinear" else "input"
+    rname = "rois" if fn == "roi_bilinear" else "boxes"
     x = torch.randn(2, 3, 5, 6)
     rois = make_rois(4, 2, 5, 6, dtype=torch.float32)
-    assert_raises_naming(ValueError, name, op, x[0], rois, 2)
-    assert_raises_naming(TypeError, name, op, x.long(), rois.long(), 2)
+    # Every error is both ours (ValueError/TypeError) and what torchvision code catches.
+    err = assert_raises_naming(ValueError, name, op, x[0], rois, 2)
+    assert isinstance(err, RuntimeError) and isinstance(err, ops.OpValueError)
+    err = assert_raises_naming(TypeError, name, op, x.long(), rois.long(), 2)
+    assert isinstance(err, RuntimeError) and isinstance(err, ops.OpTypeError)
     assert_raises_naming(TypeError, name, op, x.tolist(), rois, 2)
-    assert_raises_naming(ValueError, "rois", op, x, rois[:, :4], 2)
-    assert_raises_naming(TypeError, "rois", op, x, rois.double(), 2)
+    assert_raises_naming(ValueError, rname, op, x, rois[:, :4], 2)
+    assert_raises_naming(TypeError, rname, op, x, rois.double(), 2)
     out_of_range = rois.clone()
     out_of_range[1, 0] = 2
-    err = assert_raises_naming(ValueError, "rois", op, x, out_of_range, 2)
-    assert "[0, 2)" in str(err) and "rois[1, 0] = 2.0" in str(err)
+    err = assert_raises_naming(ValueError, rname, op, x, out_of_range, 2)
+    assert "[0, 2)" in str(err) and f"{rname}[1, 0] = 2.0" in str(err)
     negative = rois.clone()
     negative[0, 0] = -1
-    assert_raises_naming(ValueError, "rois", op, x, negative, 2)
-    fractional = rois.clone()
-    fractional[0, 0] = 0.5
-    assert_raises_naming(ValueError, "rois", op, x, fractional, 2)
-    nan = rois.clone()
-    nan[2, 3] = float("nan")
-    assert_raises_naming(ValueError, "rois", op, x, nan, 2)
+    assert_raises_naming(ValueError, rname, op, x, negative, 2)
+    for bad in (float("nan"), float("inf")):
+        nan = rois.clone()
+        nan[2, 3] = bad
+        err = assert_raises_naming(ValueError, rname, op, x, nan, 2)
+        assert isinstance(err, RuntimeError) and "finite" in str(err)
     assert_raises_naming(ValueError, "output_size", op, x, rois, (0, 2))
-    assert_raises_naming(TypeError, "output_size", op, x, rois, "7")
+    for size in ("7", "77", 7.9, (2, 2.5), True):
+        assert_raises_naming(TypeError, "output_size", op, x, rois, size)
     assert_raises_naming(ValueError, "spatial_scale", op, x, rois, 2, 0.0)
     assert_raises_naming(TypeError, "spatial_scale", op, x, rois, 2, "1")
     if fn == "roi_align":
         assert_raises_naming(TypeError, "sampling_ratio", op, x, rois, 2, 1.0, 2.0)
         assert_raises_naming(TypeError, "aligned", op, x, rois, 2, 1.0, 2, 1)
-        assert_raises_naming(ValueError, "rois[1]", op, x, [rois[:, 1:], rois[:, 1:4]], 2)
+        assert_raises_naming(ValueError, "boxes[1]", op, x, [rois[:, 1:], rois[:, 1:4]], 2)
+        assert_raises_naming(ValueError, "boxes", op, x, [], 2)
+    else:
+        fractional = rois.clone()
+        fractional[0, 0] = 0.5
+        assert_raises_naming(ValueError, "rois", op, x, fractional, 2)
+
+
+@pytest.mark.parametrize("fn", ["roi_bilinear", "roi_align"])
+def test_huge_output_size_is_a_named_error(fn):
+    # 65536 x 65536 bins of 4 channels: 64 GiB per ROI, more than any device holds, so the
+    # error names output_size instead of reaching the allocator.
+    x = torch.randn(1, 4, 5, 6)
+    rois = make_rois(8, 1, 5, 6, dtype=torch.float32)
+    err = assert_raises_naming(ValueError, "output_size", getattr(ops, fn), x, rois, (65536, 65536))
+    assert "GiB" in str(err)
+    assert_raises_naming(ValueError, "output_size", getattr(ops, fn), x, rois, (65537, 2))
+
+
+def test_roi_align_fractional_batch_index_truncates_like_torchvision():
+    x = torch.randn(3, 4, 9, 11, dtype=torch.float64)
+    rois = make_rois(6, 1, 9, 11)
+    rois[:, 0] = torch.tensor([0.5, -0.5, 1.99, 2.7, -0.999, 1.0], dtype=torch.float64)
+    got = ops.roi_align(x, rois, (2, 3), 1.0, 2)
+    assert_close(got, torchvision.ops.roi_align(x, rois, (2, 3), 1.0, 2))
+    whole = rois.clone()
+    whole[:, 0] = whole[:, 0].trunc()
+    assert torch.equal(got, ops.roi_align(x, whole, (2, 3), 1.0, 2))
+
+
+def test_roi_align_adaptive_grid_is_capped():
+    # sampling_ratio <= 0 asks for ceil(bin size) samples per bin and axis, at most
+    # MAX_ADAPTIVE_GRID: a bin wider than that is sampled exactly as sampling_ratio =
+    # MAX_ADAPTIVE_GRID samples it (torchvision, uncapped, would take 2100 x 2100 here).
+    cap = ops.roi.MAX_ADAPTIVE_GRID
+    x = torch.randn(1, 2, 30, 40, dtype=torch.float64)
+    wide = torch.tensor([[0, -1000.0, -1000.0, 1100.0, 1100.0]], dtype=torch.float64)
+    got = ops.roi_align(x, wide, 1, 1.0, 0)
+    assert torch.equal(got, ops.roi_align(x, wide, 1, 1.0, cap))
+    assert_close(got, torchvision.ops.roi_align(x, wide, 1, 1.0, cap))
+    # Under the cap (900 samples per axis) the result is torchvision's adaptive one.
+    under = torch.tensor([[0, -400.0, -400.0, 500.0, 500.0]], dtype=torch.float64)
+    assert_close(ops.roi_align(x, under, 1, 1.0, 0), torchvision.ops.roi_align(x, under, 1, 1.0, 0))
+
+
+def test_roi_align_huge_box_returns_quickly():
+    # A box 1e12 wide would ask for ~1e11 samples per bin; capped, it is a few thousand.
+    x = torch.randn(1, 8, 12, 15)
+    rois = torch.tensor([[0, -5e11, 0, 5e11, 9], [0, 0, -5e11, 10, 5e11], [0, -1e12, -1e12, 1e12, 1e12]])
+    for aligned in (False, True):
+        out = ops.roi_align(x, rois, 2, 1.0, 0, aligned)
+        assert out.shape == (3, 8, 2, 2) and torch.isfinite(out).all()
+        xg = x.clone().requires_grad_()
+        ops.roi_align(xg, rois, 2, 1.0, -1, aligned).sum().backward()
+        assert torch.isfinite(xg.grad).all()
+
+
+@pytest.mark.parametrize("fn", ["roi_bilinear", "roi_align"])
+def test_compiled_and_eager_check_the_same_values(fn):
+    # Under torch.compile the wrapper's value checks cannot run (values are unknown while
+    # tracing); the CPU kernel runs the same checks, so a compiled call raises ValueError
+    # for the same inputs (plain ValueError: the kernel's C++ check).
+    op = getattr(ops, fn)
+    compiled = torch.compile(op, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 3, 5, 6)
+    rois = make_rois(4, 2, 5, 6, dtype=torch.float32)
+    assert_close(compiled(x, rois, 2), op(x, rois, 2))
+    cases = [(1, 0, 2.0, "batch ind"), (1, 0, -1.0, "batch ind"), (2, 3, float("nan"), "finite"),
+             (0, 1, float("inf"), "finite")]
+    if fn == "roi_bilinear":
+        cases.append((0, 0, 0.5, "batch ind"))
+    for k, j, v, what in cases:
+        bad = rois.clone()
+        bad[k, j] = v
+        for f in (op, compiled):
+            with pytest.raises(ValueError, match=what):
+                f(x, bad, 2)
+    if fn == "roi_align":  # fractional indices are accepted by both, with the same result
+        frac = rois.clone()
+        frac[:, 0] += 0.5
+        assert_close(compiled(x, frac, 2), op(x, frac, 2))
+
+
+@pytest.mark.parametrize("fn", ["roi_bilinear", "roi_align"])
+def test_meta_tensors(fn):
+    x = torch.randn(2, 3, 5, 6, device="meta")
+    rois = torch.randn(4, 5, device="meta")
+    assert getattr(ops, fn)(x, rois, (2, 3)).shape == (4, 3, 2, 3)
 
 
 def test_kernel_rejects_out_of_range_batch_index():
@@ -299,10 +390,12 @@ def test_kernel_rejects_out_of_range_batch_index():
     # out of bounds.
     x = torch.randn(2, 3, 5, 6)
     rois = torch.tensor([[2.0, 0, 0, 3, 3]])
-    with pytest.raises(RuntimeError, match="batch index"):
+    with pytest.raises(ValueError, match="batch ind"):
         torch.ops.fastpapers.roi_bilinear(x, rois, 1.0, 2, 2)
-    with pytest.raises(RuntimeError, match="batch index"):
+    with pytest.raises(ValueError, match="batch ind"):
         torch.ops.fastpapers.roi_align(x, rois, 1.0, 2, 2, -1, False)
+    with pytest.raises(ValueError, match="finite"):
+        torch.ops.fastpapers.roi_align(x, torch.tensor([[0.0, float("nan"), 0, 3, 3]]), 1.0, 2, 2, -1, False)
 
 
 def test_opcheck():
@@ -382,6 +475,9 @@ def test_box_helpers_bad_inputs():
     assert_raises_naming(ValueError, "boxes", B.xyxy_to_xcycwh, torch.zeros(3, 5))
     assert_raises_naming(TypeError, "boxes", B.xcycwh_to_xyxy, torch.zeros(3, 4, dtype=torch.long))
     assert_raises_naming(ValueError, "height", B.box_to_affine, torch.zeros(3, 4), 0, 5)
+    assert_raises_naming(TypeError, "width", B.box_to_affine, torch.zeros(3, 4), 4, 5.0)
+    err = assert_raises_naming(TypeError, "boxes", B.xcycwh_to_xyxy, torch.zeros(3, 4, dtype=torch.long))
+    assert isinstance(err, RuntimeError)
     assert_raises_naming(ValueError, "deltas", B.apply_box_transform, torch.zeros(3, 4), torch.zeros(3, 3))
     assert_raises_naming(ValueError, "weights", B.apply_box_transform, torch.zeros(3, 4), torch.zeros(3, 4),
                          weights=(1.0, 1.0))
@@ -435,3 +531,109 @@ def test_cuda_deterministic_backward(device):
     xa = x.cpu().clone().requires_grad_()
     ops.roi_align(xa, rois.cpu(), (3, 4), 1.0, -1).backward(go.cpu())
     assert_close(xa.grad, cpu[0])
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+def test_cuda_no_host_sync(device):
+    # The CUDA path (checks off, the default) never waits for the device: no .item(), no
+    # nonzero, no device->host copy, forward or backward, for both ops and both box formats.
+    x = torch.randn(2, 64, 20, 25, device=device, requires_grad=True)
+    rois = make_rois(50, 2, 20 * 2, 25 * 2, dtype=torch.float32, device=device)
+    rr = rois.clone().requires_grad_()
+    go = torch.randn(50, 64, 7, 7, device=device)
+    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    pool = ops.RoIAlign(7, 0.5, 2)
+    torch.cuda.synchronize()
+    old = ops.set_checks(False)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for sr in (2, 0):
+            ops.roi_align(x, rois, 7, 0.5, sr).backward(go)
+        pool(x, boxes).sum().backward()
+        ops.roi_bilinear(x, rr, 7, 0.5).backward(go)
+        ops.roi_bilinear(x, rr, (3, 4), 0.5).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        ops.set_checks(old)
+    torch.cuda.synchronize()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(rr.grad).all()
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+@pytest.mark.parametrize("fn", ["roi_bilinear", "roi_align"])
+def test_cuda_unchecked_bad_values_are_safe_and_checked_mode_names_them(device, fn):
+    # Checks off: a ROI whose batch index is out of range or NaN, or whose box is NaN/inf,
+    # reads nothing (zero output, no gradient); the others are unaffected; a huge box is
+    # bounded by the adaptive-grid cap and agrees with the CPU. Checks on: the named errors.
+    op = getattr(ops, fn)
+    nan, inf = float("nan"), float("inf")
+    x = torch.randn(2, 40, 9, 10, dtype=torch.float64, device=device)
+    good = make_rois(4, 2, 9, 10, device=device)
+    bad = torch.tensor([[2, 1, 1, 5, 5], [-1, 1, 1, 5, 5], [nan, 1, 1, 5, 5], [0, nan, 1, 5, 5], [1, 1, 1, inf, 5],
+                        [0, -inf, -inf, inf, inf], [1e9, 1, 1, 5, 5]], dtype=torch.float64, device=device)
+    huge = torch.tensor([[0, -5e11, 0, 5e11, 9], [1, 0, -5e11, 10, 5e11]], dtype=torch.float64, device=device)
+    rois = torch.cat([good, bad, huge])
+    args = (3, 1.0, 0) if fn == "roi_align" else (3,)
+    xg = x.clone().requires_grad_()
+    old = ops.set_checks(False)
+    try:
+        out = op(xg, rois, *args)
+        out.backward(torch.ones_like(out))
+    finally:
+        ops.set_checks(old)
+    n_good = good.shape[0]
+    assert (out[n_good:n_good + bad.shape[0]] == 0).all()
+    keep = torch.cat([good, huge])
+    xc = x.cpu().requires_grad_()
+    want = op(xc, keep.cpu(), *args)
+    want.backward(torch.ones_like(want))
+    assert_close(torch.cat([out[:n_good], out[n_good + bad.shape[0]:]]).cpu(), want)
+    assert_close(xg.grad.cpu(), xc.grad)
+    old = ops.set_checks(True)
+    try:
+        for row in range(bad.shape[0]):
+            with pytest.raises(ops.OpValueError):
+                op(x, torch.cat([good, bad[row:row + 1]]), *args)
+    finally:
+        ops.set_checks(old)
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cuda_gradient_layout_and_expanded_grad(device, deterministic):
+    # The CUDA input gradient comes back channels-last (no transposing copy) and an expanded
+    # output gradient (out.sum().backward()) is read through its strides; values equal the CPU's.
+    x = torch.randn(2, 37, 11, 13, dtype=torch.float64, device=device)
+    rois = make_rois(40, 2, 11, 13, device=device, max_wh=1.0)
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        for fn, args in ((ops.roi_align, ((3, 4), 1.0, -1)), (ops.roi_bilinear, ((3, 4),))):
+            xg = x.clone().requires_grad_()
+            fn(xg, rois, *args).sum().backward()
+            xc = x.cpu().requires_grad_()
+            fn(xc, rois.cpu(), *args).sum().backward()
+            assert_close(xg.grad.cpu(), xc.grad)
+            y = x.clone().requires_grad_()
+            (g,) = torch.autograd.grad(fn(y * 1, rois, *args).sum(), y)
+            assert_close(g.cpu(), xc.grad)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+@pytest.mark.parametrize("c", [60, 64, 132, 192])
+def test_cuda_forward_channel_blocks_match_torchvision(device, c):
+    # float32 forward reads 4 channels per lane when C % 4 == 0 and C >= 64 (128 channels per
+    # block, a partial last block for 132 and 192), 1 otherwise (60), and 1 when the
+    # channels-last input is not 16-byte aligned; all agree with torchvision and the CPU.
+    n, h, w = 2, 9, 11
+    flat = torch.randn(1 + n * h * w * c, device=device)
+    x = flat[:-1].view(n, h, w, c).permute(0, 3, 1, 2)
+    shifted = flat[1:].view(n, h, w, c).permute(0, 3, 1, 2)  # channels-last, 4-byte offset
+    rois = make_rois(30, n, h, w, dtype=torch.float32, device=device, max_wh=1.0)
+    for sr, aligned in ((2, False), (0, True)):
+        for t in (x, shifted):
+            got = ops.roi_align(t, rois, (3, 4), 1.0, sr, aligned)
+            assert_close(got, torchvision.ops.roi_align(t, rois, (3, 4), 1.0, sr, aligned))
+            assert_close(got.cpu(), ops.roi_align(t.cpu(), rois.cpu(), (3, 4), 1.0, sr, aligned))
+        assert_close(ops.roi_bilinear(x, rois, (3, 4)).cpu(), ops.roi_bilinear(x.cpu(), rois.cpu(), (3, 4)))

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._validate import check_tensor
+from ._validate import OpTypeError, OpValueError, check_tensor
 
 __all__ = ["xcycwh_to_xyxy", "xyxy_to_xcycwh", "box_to_affine", "apply_box_transform",
            "invert_box_transform"]
@@ -23,7 +23,7 @@ DEFAULT_XFORM_CLIP = math.log(1000.0 / 16)
 def _check_boxes(name, boxes):
     check_tensor(name, boxes, last_dim=4)
     if not boxes.dtype.is_floating_point:
-        raise TypeError(f"{name} must have a floating dtype, got {str(boxes.dtype).replace('torch.', '')}")
+        raise OpTypeError(f"{name} must have a floating dtype, got {str(boxes.dtype).replace('torch.', '')}")
 
 
 def xcycwh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -47,8 +47,10 @@ def box_to_affine(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """
     _check_boxes("boxes", boxes)
     for name, v in (("height", height), ("width", width)):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise OpTypeError(f"{name} must be a positive int, got {type(v).__name__} {v!r}")
+        if v <= 0:
+            raise OpValueError(f"{name} must be a positive int, got {v!r}")
     x1, y1, x2, y2 = boxes.unbind(-1)
     zero = torch.zeros_like(x1)
     row0 = torch.stack([(x2 - x1) / width, zero, (x1 + x2) / width - 1], -1)
@@ -58,7 +60,7 @@ def box_to_affine(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def _weights(weights: Sequence[float], like: torch.Tensor):
     if len(weights) != 4:
-        raise ValueError(f"weights must hold 4 numbers (wx, wy, ww, wh), got {len(weights)}")
+        raise OpValueError(f"weights must hold 4 numbers (wx, wy, ww, wh), got {len(weights)}")
     return [float(w) for w in weights]
 
 

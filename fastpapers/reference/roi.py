@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.boxes import box_to_affine
+from ..ops.roi import MAX_ADAPTIVE_GRID
 
 
 def roi_bilinear(features: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0):
@@ -44,21 +45,22 @@ def _bilinear_tv(img: torch.Tensor, y: float, x: float) -> torch.Tensor:
 def roi_align(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0,
               sampling_ratio: int = -1, aligned: bool = False):
     """torchvision's RoIAlign transcribed sample by sample (slow; small inputs only).
-    Coordinates are computed in Python floats (double)."""
+    Coordinates are computed in Python floats (double). The adaptive grid is capped at
+    ``MAX_ADAPTIVE_GRID`` samples per bin and axis, as in the compiled kernels."""
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
     k = rois.shape[0]
     out = input.new_zeros((k, input.shape[1], oh, ow))
     off = 0.5 if aligned else 0.0
     for r in range(k):
         b, x1, y1, x2, y2 = rois[r].tolist()
-        img = input[int(b)]
+        img = input[int(b)]  # int() truncates toward zero, as torchvision
         sx, sy = x1 * spatial_scale - off, y1 * spatial_scale - off
         rw, rh = x2 * spatial_scale - off - sx, y2 * spatial_scale - off - sy
         if not aligned:
             rw, rh = max(rw, 1.0), max(rh, 1.0)
         bh, bw = rh / oh, rw / ow
-        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(rh / oh)
-        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(rw / ow)
+        gh = sampling_ratio if sampling_ratio > 0 else min(max(math.ceil(rh / oh), 0), MAX_ADAPTIVE_GRID)
+        gw = sampling_ratio if sampling_ratio > 0 else min(max(math.ceil(rw / ow), 0), MAX_ADAPTIVE_GRID)
         count = max(gh * gw, 1)
         for p in range(oh):
             for q in range(ow):

@@ -6,7 +6,9 @@
 // grid, averaged over max(grid_h * grid_w, 1). A sample outside [-1, H] x [-1, W] counts as
 // zero; otherwise negative coordinates clamp to 0 and a sample at or past the last pixel
 // reads the last pixel. Coordinates are computed in the input's dtype with torchvision's
-// operation order, so samples land where torchvision's do.
+// operation order, so samples land where torchvision's do. float16 and bfloat16 inputs are
+// computed in float32 (coordinates and sums) and the result is rounded once to the input
+// dtype. The batch index is truncated toward zero (torchvision's int conversion).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -61,26 +63,37 @@ struct AlignAxes {
       h = std::max(h, T(1));
     }
     const T bin_h = h / static_cast<T>(oh), bin_w = w / static_cast<T>(ow);
-    const int64_t gh = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(h / static_cast<T>(oh)));
-    const int64_t gw = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(w / static_cast<T>(ow)));
+    const int64_t gh = sampling_ratio > 0 ? sampling_ratio : roi::adaptive_grid(h / static_cast<T>(oh));
+    const int64_t gw = sampling_ratio > 0 ? sampling_ratio : roi::adaptive_grid(w / static_cast<T>(ow));
     align_axis(ya, y1, bin_h, oh, gh, H);
     align_axis(xa, x1, bin_w, ow, gw, W);
     return T(1) / static_cast<T>(std::max<int64_t>(gh * gw, 1));
   }
 };
 
+bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
 at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                          int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   TORCH_CHECK(input.device().is_cpu() && rois.device().is_cpu(), "roi_align: expected CPU tensors");
-  TORCH_CHECK(input.dim() == 4, "roi_align: input must be [N, C, H, W], got ", input.sizes());
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, "roi_align: rois must be [K, 5], got ", rois.sizes());
-  TORCH_CHECK(input.scalar_type() == rois.scalar_type(), "roi_align: input and rois must share a dtype");
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, "roi_align: output size must be positive");
+  TORCH_CHECK_VALUE(input.dim() == 4, "roi_align: input must be [N, C, H, W], got ", input.sizes());
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, "roi_align: rois must be [K, 5], got ", rois.sizes());
+  TORCH_CHECK_TYPE(input.scalar_type() == rois.scalar_type(), "roi_align: input and rois must share a dtype, got ",
+                   input.scalar_type(), " and ", rois.scalar_type());
+  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, "roi_align: output size must be positive");
+  if (is_half(input)) {
+    // float32 inside: the float32 result rounded once to the input dtype.
+    return roi_align_cpu(input.to(at::kFloat), rois.to(at::kFloat), spatial_scale, pooled_height, pooled_width,
+                         sampling_ratio, aligned)
+        .to(input.scalar_type());
+  }
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_cpu", [&] {
     AlignAxes<scalar_t> axes{spatial_scale, pooled_height, pooled_width, input.size(2), input.size(3),
                              sampling_ratio, aligned};
-    out = roi::forward<scalar_t>(input, rois, pooled_height, pooled_width, "roi_align", axes);
+    out = roi::forward<scalar_t>(input, rois, pooled_height, pooled_width, false, "roi_align", axes);
   });
   return out;
 }
@@ -89,15 +102,20 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                   int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C, int64_t H,
                                   int64_t W, int64_t sampling_ratio, bool aligned) {
   TORCH_CHECK(grad.device().is_cpu() && rois.device().is_cpu(), "roi_align_backward: expected CPU tensors");
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == C &&
-                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-              "roi_align_backward: grad must be [K, C, oh, ow], got ", grad.sizes());
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, "roi_align_backward: rois must be [K, 5]");
-  TORCH_CHECK(grad.scalar_type() == rois.scalar_type(), "roi_align_backward: grad and rois must share a dtype");
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == C &&
+                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+                    "roi_align_backward: grad must be [K, C, oh, ow], got ", grad.sizes());
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, "roi_align_backward: rois must be [K, 5]");
+  TORCH_CHECK_TYPE(grad.scalar_type() == rois.scalar_type(), "roi_align_backward: grad and rois must share a dtype");
+  if (is_half(grad)) {
+    return roi_align_backward_cpu(grad.to(at::kFloat), rois.to(at::kFloat), spatial_scale, pooled_height,
+                                  pooled_width, N, C, H, W, sampling_ratio, aligned)
+        .to(grad.scalar_type());
+  }
   at::Tensor gi;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
     AlignAxes<scalar_t> axes{spatial_scale, pooled_height, pooled_width, H, W, sampling_ratio, aligned};
-    gi = roi::backward_input<scalar_t>(grad, rois, N, C, H, W, "roi_align_backward", axes);
+    gi = roi::backward_input<scalar_t>(grad, rois, N, C, H, W, false, "roi_align_backward", axes);
   });
   return gi;
 }

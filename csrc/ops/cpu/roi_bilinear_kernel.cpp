@@ -54,9 +54,9 @@ struct BilinearAxes {
 
 void check_inputs(const at::Tensor& input, const at::Tensor& rois, const char* op) {
   TORCH_CHECK(input.device().is_cpu() && rois.device().is_cpu(), op, ": expected CPU tensors");
-  TORCH_CHECK(input.dim() == 4, op, ": input must be [N, C, H, W], got ", input.sizes());
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
-  TORCH_CHECK(input.scalar_type() == rois.scalar_type(), op, ": input and rois must share a dtype");
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ", input.sizes());
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
+  TORCH_CHECK_TYPE(input.scalar_type() == rois.scalar_type(), op, ": input and rois must share a dtype");
 }
 
 at::Tensor roi_bilinear_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
@@ -66,7 +66,7 @@ at::Tensor roi_bilinear_cpu(const at::Tensor& input, const at::Tensor& rois, dou
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_bilinear_cpu", [&] {
     BilinearAxes<scalar_t> axes{spatial_scale, pooled_height, pooled_width, input.size(2), input.size(3)};
-    out = roi::forward<scalar_t>(input, rois, pooled_height, pooled_width, "roi_bilinear", axes);
+    out = roi::forward<scalar_t>(input, rois, pooled_height, pooled_width, true, "roi_bilinear", axes);
   });
   return out;
 }
@@ -79,7 +79,7 @@ at::Tensor roi_bilinear_backward_input_cpu(const at::Tensor& grad, const at::Ten
   at::Tensor gi;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_bilinear_backward_input_cpu", [&] {
     BilinearAxes<scalar_t> axes{spatial_scale, grad.size(2), grad.size(3), H, W};
-    gi = roi::backward_input<scalar_t>(grad, rois, N, C, H, W, "roi_bilinear_backward_input", axes);
+    gi = roi::backward_input<scalar_t>(grad, rois, N, C, H, W, true, "roi_bilinear_backward_input", axes);
   });
   return gi;
 }
@@ -116,12 +116,12 @@ void backward_rois_impl(const at::Tensor& grad, const at::Tensor& input, const a
   const T* gp = gc.data_ptr<T>();
   const T* x = cl.data_ptr<T>();
   T* out = gr.data_ptr<T>();
-  for (int64_t k = 0; k < K; ++k) roi::batch_index(rp + 5 * k, N, "roi_bilinear_backward_rois");
+  roi::check_rois(rp, K, N, true, "roi_bilinear_backward_rois");
   at::parallel_for(0, K, roi::grain(bins * C * 4), [&](int64_t k0, int64_t k1) {
     std::vector<T> gt(bins * C);
     for (int64_t k = k0; k < k1; ++k) {
       const T* roi = rp + 5 * k;
-      const T* img = x + static_cast<int64_t>(roi[0]) * H * W * C;
+      const T* img = x + roi::batch_index(roi) * H * W * C;
       roi::load_transposed(gp + k * C * bins, C, bins, C, T(1), gt.data());
       const double X1 = roi[1] * s, Y1 = roi[2] * s, X2 = roi[3] * s, Y2 = roi[4] * s;
       double gx1 = 0, gx2 = 0, gy1 = 0, gy2 = 0;

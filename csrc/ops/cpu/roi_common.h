@@ -1,4 +1,5 @@
-// Shared machinery of the CPU ROI kernels (roi_bilinear, roi_align).
+// Shared machinery of the CPU ROI kernels (roi_bilinear, roi_align): value checks of the
+// rois, the adaptive-grid cap, the separable stencils and the forward/backward drivers.
 //
 // Both ops sample a tensor-product grid inside each output bin with bilinear weights, and
 // both the weights and the "outside the map" rules factor into a row part and a column part.
@@ -19,6 +20,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -86,14 +88,49 @@ inline int64_t grain(int64_t work_per_task) {
   return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(work_per_task, 1));
 }
 
-// Validated batch index of ROI k (the Python wrapper gives the friendly error; this keeps the
-// kernel from reading out of bounds when it is called directly or under torch.compile).
+// The value checks of the rois, run by the CPU kernels themselves so that every caller (the
+// eager wrappers, torch.compile'd graphs, TorchScript, direct torch.ops calls) gets the same
+// checks. TORCH_CHECK_VALUE raises ValueError in Python, like the wrappers' OpValueError.
+// Every coordinate must be finite; the batch index b selects image trunc(b) (as torchvision's
+// int conversion does) and must satisfy 0 <= trunc(b) < N, i.e. -1 < b < N; with
+// `integral` it must moreover be a whole number.
 template <typename T>
-inline int64_t batch_index(const T* roi, int64_t num_images, const char* op) {
-  const T b = roi[0];
-  TORCH_CHECK(b >= 0 && b < static_cast<T>(num_images), op, ": rois[:, 0] (batch index) must be in [0, ",
-              num_images, "), got ", static_cast<double>(b));
-  return static_cast<int64_t>(b);
+void check_rois(const T* rp, int64_t K, int64_t N, bool integral, const char* op) {
+  for (int64_t k = 0; k < K; ++k) {
+    const T* roi = rp + 5 * k;
+    for (int64_t j = 0; j < 5; ++j)
+      TORCH_CHECK_VALUE(std::isfinite(static_cast<double>(roi[j])), op,
+                        ": rois must contain only finite values, got rois[", k, ", ", j,
+                        "] = ", static_cast<double>(roi[j]));
+    const double b = static_cast<double>(roi[0]);
+    const bool ok = integral ? (b >= 0 && b < static_cast<double>(N) && b == std::floor(b))
+                             : (b > -1 && b < static_cast<double>(N));
+    TORCH_CHECK_VALUE(ok, op, ": rois[:, 0] must hold batch indices in [0, ", N, ")",
+                      integral ? " (whole numbers)" : " after truncation toward zero", " for an input with batch size ",
+                      N, ", got rois[", k, ", 0] = ", b);
+  }
+}
+
+// Image of a checked ROI (truncation toward zero).
+template <typename T>
+inline int64_t batch_index(const T* roi) {
+  return static_cast<int64_t>(roi[0]);
+}
+
+// roi_align's adaptive grid (sampling_ratio <= 0): ceil(roi size / output size) samples per
+// bin and axis, as torchvision, but at most kMaxAdaptiveGrid. Without the cap a box 1e12
+// pixels wide asks for ~1e11 samples per bin (torchvision then runs for hours); with it the
+// work per bin is bounded, and results differ from torchvision only for bins more than
+// kMaxAdaptiveGrid feature-map pixels wide. NaN or a size <= 0 gives 0 samples (the bin is
+// zero), as torchvision's ceil of a non-positive size does. The CUDA kernels use the same
+// rule (cuda/roi_kernel.cu).
+constexpr int64_t kMaxAdaptiveGrid = 1024;
+
+template <typename T>
+inline int64_t adaptive_grid(T size_over_pooled) {
+  if (!(size_over_pooled > T(0))) return 0;
+  if (!(size_over_pooled < static_cast<T>(kMaxAdaptiveGrid))) return kMaxAdaptiveGrid;
+  return static_cast<int64_t>(std::ceil(size_over_pooled));
 }
 
 // tile[b * C + c] = src[c * bins + b] for c < C: one ROI's [C, bins] gradient slice as
@@ -160,15 +197,16 @@ void gather_roi(const T* __restrict__ img, int64_t W, int64_t C, const Axis<T>& 
 // Forward driver: make_axes(k, roi, ya, xa) fills ROI k's stencils and returns the scale its
 // samples are averaged with. Output is [K, C, oh, ow] contiguous.
 template <typename T, typename MakeAxes>
-at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, int64_t oh, int64_t ow, const char* op,
-                   MakeAxes make_axes) {
+at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, int64_t oh, int64_t ow, bool integral,
+                   const char* op, MakeAxes make_axes) {
   const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const int64_t K = rois.size(0);
   at::Tensor out = at::empty({K, C, oh, ow}, input.options());
-  if (K == 0 || C == 0) return out;
+  if (K == 0) return out;
   at::Tensor rc = rois.contiguous();
   const T* rp = rc.data_ptr<T>();
-  for (int64_t k = 0; k < K; ++k) batch_index(rp + 5 * k, N, op);
+  check_rois(rp, K, N, integral, op);
+  if (C == 0) return out;
   if (H == 0 || W == 0) return out.zero_();
   // Channels-last: one pixel's channels are contiguous, so each stencil term is a vector op.
   at::Tensor cl = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -179,7 +217,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, int64_t oh, 
     Axis<T> ya, xa;
     for (int64_t k = k0; k < k1; ++k) {
       const T* roi = rp + 5 * k;
-      const int64_t n = static_cast<int64_t>(roi[0]);
+      const int64_t n = batch_index(roi);
       const T scale = make_axes(roi, ya, xa);
       gather_roi(x + n * H * W * C, W, C, ya, xa, oh, ow, scale, o + k * C * bins);
     }
@@ -191,7 +229,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, int64_t oh, 
 // sum over ROIs k of image n, bins b, stencil terms (r, q): scale_k * wr * wq * grad[k, c, b].
 template <typename T, typename MakeAxes>
 at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& rois, int64_t N, int64_t C, int64_t H,
-                          int64_t W, const char* op, MakeAxes make_axes) {
+                          int64_t W, bool integral, const char* op, MakeAxes make_axes) {
   at::Tensor gi = at::empty({N, C, H, W}, grad.options());
   const int64_t K = rois.size(0);
   if (gi.numel() == 0) return gi;
@@ -201,8 +239,9 @@ at::Tensor backward_input(const at::Tensor& grad, const at::Tensor& rois, int64_
   at::Tensor gc = grad.contiguous();
   const T* rp = rc.data_ptr<T>();
   const T* gp = gc.data_ptr<T>();
+  check_rois(rp, K, N, integral, op);
   std::vector<std::vector<int64_t>> per_image(N);
-  for (int64_t k = 0; k < K; ++k) per_image[batch_index(rp + 5 * k, N, op)].push_back(k);
+  for (int64_t k = 0; k < K; ++k) per_image[batch_index(rp + 5 * k)].push_back(k);
   // 128 bytes of channels per pixel (32 float, 16 double: 4 vectors, held in registers for a
   // bin's gradient) keep a task's accumulator, H*W*128 bytes, within L2 for maps up to ~64x64.
   using V = typename Vec<T>::type;

@@ -2,8 +2,9 @@
 // (cpu/roi_bilinear_kernel.cpp, cpu/roi_align_kernel.cpp), which state them in full.
 //
 // Layout: the input is read channels-last, so the 32 lanes of a warp read 32 consecutive
-// channels of one pixel (one coalesced 128-byte line for float). A block owns one ROI and 32
-// channels; its 8 warps share the ROI's bins. Bins are staged through a shared-memory tile so
+// channels of one pixel (one coalesced 128-byte line for float); the float forward reads 4
+// channels per lane (16-byte loads) when C is a multiple of 4. A block owns one ROI and 32
+// (or 128) channels; its 8 warps share the ROI's bins. Bins are staged through a shared-memory tile so
 // that the [K, C, oh, ow] output is written (and the gradient read) along contiguous bins.
 //
 // Backward with respect to the input:
@@ -14,13 +15,28 @@
 // Backward with respect to the boxes (roi_bilinear): one block per ROI reduces over bins and
 // channels with a fixed-order tree, so it is always deterministic.
 //
-// A batch index outside [0, N) (possible only when the Python checks are skipped) makes the
-// ROI read nothing: its output is zero and it contributes no gradient.
+// Bad values (possible only when the value checks are off, the default on CUDA: they would
+// need a device->host copy). The batch index b selects image trunc(b), as on the CPU; a ROI
+// whose trunc(b) is outside [0, N), or whose b is NaN, reads nothing: its output is zero and
+// it contributes no gradient. NaN or infinite coordinates give samples that count as outside
+// the map (zero), never an index. roi_align's adaptive grid is capped at kMaxAdaptiveGrid
+// samples per bin and axis (the CPU kernels' rule, cpu/roi_common.h), so no box makes a
+// kernel run for hours. Every pixel a kernel reads or writes lies inside the map.
+//
+// The half-precision kernels compute sample coordinates and sums in float32 (opmath) from the
+// half-valued inputs. torchvision's CUDA roi_align computes both in the input dtype: in float16
+// a coordinate near 500 has a spacing of 0.25-0.5 pixel, and ceil(roi_size / output_size) of a
+// rounded size can change the adaptive grid, which is where its float16 output departs from
+// the float64 result on the same half-valued inputs (tests/test_roi_torchvision.py measures it).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
 
 namespace fastpapers {
 namespace {
@@ -62,6 +78,17 @@ struct AlignGeom {
   C count;
 };
 
+// Mirror of roi::adaptive_grid (cpu/roi_common.h): ceil(x) clamped to [0, kMaxAdaptiveGrid],
+// NaN -> 0.
+constexpr int kMaxAdaptiveGrid = 1024;
+
+template <typename C>
+__device__ __forceinline__ int adaptive_grid(C size_over_pooled) {
+  if (!(size_over_pooled > C(0))) return 0;
+  if (!(size_over_pooled < static_cast<C>(kMaxAdaptiveGrid))) return kMaxAdaptiveGrid;
+  return static_cast<int>(ceil(size_over_pooled));
+}
+
 template <typename T, typename C>
 __device__ __forceinline__ AlignGeom<C> align_geom(const T* roi, double scale, int oh, int ow, int sampling_ratio,
                                                    bool aligned) {
@@ -78,9 +105,10 @@ __device__ __forceinline__ AlignGeom<C> align_geom(const T* roi, double scale, i
   }
   g.bin_h = h / static_cast<C>(oh);
   g.bin_w = w / static_cast<C>(ow);
-  g.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(h / static_cast<C>(oh)));
-  g.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(w / static_cast<C>(ow)));
-  const int cnt = g.grid_h * g.grid_w;
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(h / static_cast<C>(oh));
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(w / static_cast<C>(ow));
+  // In int64: a user-given sampling_ratio may be large.
+  const int64_t cnt = static_cast<int64_t>(g.grid_h) * g.grid_w;
   g.count = static_cast<C>(cnt > 1 ? cnt : 1);
   return g;
 }
@@ -133,43 +161,66 @@ __device__ __forceinline__ bool may_touch(C start, C len, int size, int target) 
   return (t >= lo || target == 0) && (t <= hi || target == size - 1);
 }
 
+// Image of a ROI: trunc(b) when it is in [0, N) (i.e. -1 < b < N); false otherwise (and for NaN).
 template <typename T>
 __device__ __forceinline__ bool roi_image(const T* roi, int N, int& n) {
   const double b = static_cast<double>(roi[0]);
-  if (!(b >= 0.0 && b < static_cast<double>(N))) return false;
+  if (!(b > -1.0 && b < static_cast<double>(N))) return false;
   n = static_cast<int>(b);
   return true;
 }
 
 // ---------------------------------------------------------------- forward
 
-template <typename T, bool kAlign>
+// kVec consecutive channels of one pixel as opmath values; kVec == 4 is one 16-byte load
+// (float only; the launcher checks alignment and C % 4 == 0).
+template <typename T, int kVec>
+__device__ __forceinline__ void load_pixel(const T* p, at::opmath_type<T> (&v)[kVec]) {
+  if constexpr (kVec == 4 && std::is_same_v<T, float>) {
+    const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+    v[0] = q.x;
+    v[1] = q.y;
+    v[2] = q.z;
+    v[3] = q.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) v[j] = static_cast<at::opmath_type<T>>(p[j]);
+  }
+}
+
+// A block owns one ROI and 32 * kVec channels (kVec per lane); the geometry of each sample is
+// computed once per warp for all of them.
+template <typename T, bool kAlign, int kVec>
 __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restrict__ x, const T* __restrict__ rois,
                                                                T* __restrict__ out, int N, int C, int H, int W,
                                                                int oh, int ow, double scale, int sampling_ratio,
                                                                bool aligned) {
   using acc_t = at::opmath_type<T>;
-  __shared__ acc_t tile[kChunk][33];
+  constexpr int kCh = 32 * kVec;  // channels per block
+  // tile[bin][j * 32 + lane] holds channel c0 + lane * kVec + j: conflict-free writes.
+  __shared__ acc_t tile[kChunk][kCh + 1];
   const int k = blockIdx.x;
-  const int c0 = blockIdx.y * 32;
+  const int c0 = blockIdx.y * kCh;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int c = c0 + lane;
+  const int c = c0 + lane * kVec;
   const T* roi = rois + 5 * static_cast<int64_t>(k);
   int n = 0;
   const bool valid = roi_image(roi, N, n) && c < C;
   const T* img = x + static_cast<int64_t>(n) * H * W * C + c;
-  auto pix = [&](int yy, int xx) -> acc_t {
-    return static_cast<acc_t>(img[(static_cast<int64_t>(yy) * W + xx) * C]);
-  };
+  auto pix = [&](int yy, int xx, acc_t (&v)[kVec]) { load_pixel<T, kVec>(img + (static_cast<int64_t>(yy) * W + xx) * C, v); };
   const int bins = oh * ow;
+  // The ROI's geometry, once per thread rather than once per bin.
+  AlignGeom<acc_t> g{};
+  if constexpr (kAlign) g = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
   for (int b0 = 0; b0 < bins; b0 += kChunk) {
     const int nb = min(kChunk, bins - b0);
     for (int bb = warp; bb < nb; bb += kWarps) {
       const int ph = (b0 + bb) / ow, pw = (b0 + bb) % ow;
-      acc_t v = acc_t(0);
+      acc_t v[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) v[j] = acc_t(0);
       if (valid) {
         if constexpr (kAlign) {
-          const AlignGeom<acc_t> g = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
           for (int iy = 0; iy < g.grid_h; ++iy) {
             int y0, y1;
             acc_t wy0, wy1;
@@ -178,10 +229,18 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
               int x0, x1;
               acc_t wx0, wx1;
               if (!align_taps(align_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), W, x0, x1, wx0, wx1)) continue;
-              v += wy0 * wx0 * pix(y0, x0) + wy0 * wx1 * pix(y0, x1) + wy1 * wx0 * pix(y1, x0) + wy1 * wx1 * pix(y1, x1);
+              acc_t p00[kVec], p01[kVec], p10[kVec], p11[kVec];
+              pix(y0, x0, p00);
+              pix(y0, x1, p01);
+              pix(y1, x0, p10);
+              pix(y1, x1, p11);
+#pragma unroll
+              for (int j = 0; j < kVec; ++j)
+                v[j] += wy0 * wx0 * p00[j] + wy0 * wx1 * p01[j] + wy1 * wx0 * p10[j] + wy1 * wx1 * p11[j];
             }
           }
-          v /= g.count;
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) v[j] /= g.count;
         } else {
           int y0, x0;
           double ly, lx;
@@ -192,19 +251,35 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
             const bool r0 = y0 >= 0, r1 = y0 + 1 < H, q0 = x0 >= 0, q1 = x0 + 1 < W;
             const acc_t hy = static_cast<acc_t>(1.0 - ly), vy = static_cast<acc_t>(ly);
             const acc_t hx = static_cast<acc_t>(1.0 - lx), vx = static_cast<acc_t>(lx);
-            if (r0 && q0) v += hy * hx * pix(y0, x0);
-            if (r0 && q1) v += hy * vx * pix(y0, x0 + 1);
-            if (r1 && q0) v += vy * hx * pix(y0 + 1, x0);
-            if (r1 && q1) v += vy * vx * pix(y0 + 1, x0 + 1);
+            acc_t p[kVec];
+            if (r0 && q0) {
+              pix(y0, x0, p);
+              for (int j = 0; j < kVec; ++j) v[j] += hy * hx * p[j];
+            }
+            if (r0 && q1) {
+              pix(y0, x0 + 1, p);
+              for (int j = 0; j < kVec; ++j) v[j] += hy * vx * p[j];
+            }
+            if (r1 && q0) {
+              pix(y0 + 1, x0, p);
+              for (int j = 0; j < kVec; ++j) v[j] += vy * hx * p[j];
+            }
+            if (r1 && q1) {
+              pix(y0 + 1, x0 + 1, p);
+              for (int j = 0; j < kVec; ++j) v[j] += vy * vx * p[j];
+            }
           }
         }
       }
-      tile[bb][lane] = v;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[bb][j * 32 + lane] = v[j];
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < 32 * nb; i += kThreads) {
-      const int cc = i / nb, bb = i % nb;
-      if (c0 + cc < C) out[(static_cast<int64_t>(k) * C + c0 + cc) * bins + b0 + bb] = static_cast<T>(tile[bb][cc]);
+    for (int i = threadIdx.x; i < kCh * nb; i += kThreads) {
+      const int o = i / nb, bb = i % nb;  // channel c0 + o = c0 + (o / kVec) * kVec + o % kVec
+      if (c0 + o < C)
+        out[(static_cast<int64_t>(k) * C + c0 + o) * bins + b0 + bb] =
+            static_cast<T>(tile[bb][(o % kVec) * 32 + o / kVec]);
     }
     __syncthreads();
   }
@@ -214,9 +289,9 @@ __global__ void __launch_bounds__(kThreads) roi_forward_kernel(const T* __restri
 
 template <typename T, bool kAlign>
 __global__ void __launch_bounds__(kThreads)
-    roi_backward_scatter_kernel(const T* __restrict__ grad, const T* __restrict__ rois,
-                                at::opmath_type<T>* __restrict__ acc, int N, int C, int H, int W, int oh, int ow,
-                                double scale, int sampling_ratio, bool aligned) {
+    roi_backward_scatter_kernel(const T* __restrict__ grad, int64_t gsK, int64_t gsC, int64_t gsH, int64_t gsW,
+                                const T* __restrict__ rois, at::opmath_type<T>* __restrict__ acc, int N, int C, int H,
+                                int W, int oh, int ow, double scale, int sampling_ratio, bool aligned) {
   using acc_t = at::opmath_type<T>;
   __shared__ acc_t tile[kChunk][33];
   const int k = blockIdx.x;
@@ -229,11 +304,16 @@ __global__ void __launch_bounds__(kThreads)
   acc_t* dst = acc + static_cast<int64_t>(n) * H * W * C + c;
   auto add = [&](int yy, int xx, acc_t v) { atomicAdd(dst + (static_cast<int64_t>(yy) * W + xx) * C, v); };
   const int bins = oh * ow;
+  AlignGeom<acc_t> geo{};
+  if constexpr (kAlign) geo = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
   for (int b0 = 0; b0 < bins; b0 += kChunk) {
     const int nb = min(kChunk, bins - b0);
     for (int i = threadIdx.x; i < 32 * nb; i += kThreads) {
       const int cc = i / nb, bb = i % nb;
-      tile[bb][cc] = c0 + cc < C ? static_cast<acc_t>(grad[(static_cast<int64_t>(k) * C + c0 + cc) * bins + b0 + bb])
+      // grad read through its strides: an expanded or sliced gradient (e.g. of out.sum())
+      // needs no contiguous copy.
+      const int b = b0 + bb;
+      tile[bb][cc] = c0 + cc < C ? static_cast<acc_t>(grad[k * gsK + (c0 + cc) * gsC + (b / ow) * gsH + (b % ow) * gsW])
                                  : acc_t(0);
     }
     __syncthreads();
@@ -241,7 +321,6 @@ __global__ void __launch_bounds__(kThreads)
       const int ph = (b0 + bb) / ow, pw = (b0 + bb) % ow;
       const acc_t g = tile[bb][lane];
       if constexpr (kAlign) {
-        const AlignGeom<acc_t> geo = align_geom<T, acc_t>(roi, scale, oh, ow, sampling_ratio, aligned);
         const acc_t gs = g / geo.count;
         for (int iy = 0; iy < geo.grid_h; ++iy) {
           int y0, y1;
@@ -400,9 +479,42 @@ void check_pair(const at::Tensor& a, const at::Tensor& rois, const char* op) {
   TORCH_CHECK(a.scalar_type() == rois.scalar_type(), op, ": tensors and rois must share a dtype");
 }
 
+// The kernels index pixels in int64 but take sizes, bins and ROI numbers as int and launch
+// one block row per ROI and one block column per 32 channels: say so instead of wrapping.
+void check_sizes(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t oh, int64_t ow, const char* op) {
+  constexpr int64_t kInt = std::numeric_limits<int>::max();
+  TORCH_CHECK_VALUE(N <= kInt && H <= kInt && W <= kInt && K <= kInt, op,
+                    ": sizes must fit in int32, got input [", N, ", ", C, ", ", H, ", ", W, "] and ", K, " rois");
+  TORCH_CHECK_VALUE((C + 31) / 32 <= 65535, op, ": at most ", 65535 * 32, " channels on CUDA, got ", C);
+  TORCH_CHECK_VALUE(oh * ow <= kInt - kChunk, op, ": output_size (", oh, ", ", ow, ") has more than 2^31 bins");
+}
+
 int blocks_for(int64_t total) {
   const int64_t b = (total + kThreads - 1) / kThreads;
   return static_cast<int>(std::min<int64_t>(std::max<int64_t>(b, 1), 65535LL * 16));
+}
+
+// float with whole 16-byte pixels: 4 channels per lane (one vector load per tap); otherwise
+// one. (Only float instantiates the 4-channel kernel: its tile would not fit for double.)
+template <typename T, bool kAlign>
+void launch_forward(const at::Tensor& x, const at::Tensor& r, at::Tensor& out, int64_t N, int64_t C, int64_t H,
+                    int64_t W, int64_t K, int64_t oh, int64_t ow, double scale, int64_t sampling_ratio, bool aligned,
+                    cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (C % 4 == 0 && C >= 64 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0) {
+      const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 127) / 128));
+      roi_forward_kernel<T, kAlign, 4><<<grid, kThreads, 0, stream>>>(x.data_ptr<T>(), r.data_ptr<T>(),
+                                                                       out.data_ptr<T>(), N, C, H, W, oh, ow, scale,
+                                                                       sampling_ratio, aligned);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
+  const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
+  roi_forward_kernel<T, kAlign, 1><<<grid, kThreads, 0, stream>>>(x.data_ptr<T>(), r.data_ptr<T>(),
+                                                                   out.data_ptr<T>(), N, C, H, W, oh, ow, scale,
+                                                                   sampling_ratio, aligned);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <bool kAlign>
@@ -412,18 +524,15 @@ at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& rois, double 
   TORCH_CHECK(oh > 0 && ow > 0, op, ": output size must be positive");
   c10::cuda::CUDAGuard guard(input.device());
   const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3), K = rois.size(0);
+  check_sizes(N, C, H, W, K, oh, ow, op);
   at::Tensor out = at::empty({K, C, oh, ow}, input.options());
   if (out.numel() == 0) return out;
   if (H == 0 || W == 0) return out.zero_();
   at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor r = rois.contiguous();
-  const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_forward_cuda", [&] {
-    roi_forward_kernel<scalar_t, kAlign><<<grid, kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, C, H, W, oh, ow, scale,
-        sampling_ratio, aligned);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_forward<scalar_t, kAlign>(x, r, out, N, C, H, W, K, oh, ow, scale, sampling_ratio, aligned, stream);
   });
   return out;
 }
@@ -436,8 +545,12 @@ at::Tensor backward_input_cuda(const at::Tensor& grad, const at::Tensor& rois, d
               grad.sizes());
   c10::cuda::CUDAGuard guard(grad.device());
   const int64_t K = rois.size(0), oh = grad.size(2), ow = grad.size(3);
-  if (N * C * H * W == 0) return at::empty({N, C, H, W}, grad.options());
-  if (K == 0 || grad.numel() == 0) return at::zeros({N, C, H, W}, grad.options());
+  check_sizes(N, C, H, W, K, oh, ow, op);
+  // The gradient is returned channels-last (the layout the kernels accumulate in), which
+  // saves a transposing copy; the fake kernels in fastpapers/ops/roi.py say the same.
+  const auto cl = grad.options().memory_format(at::MemoryFormat::ChannelsLast);
+  if (N * C * H * W == 0) return at::empty({N, C, H, W}, cl);
+  if (K == 0 || grad.numel() == 0) return at::zeros({N, C, H, W}, cl);
   at::Tensor r = rois.contiguous();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (at::globalContext().deterministicAlgorithms()) {
@@ -449,18 +562,19 @@ at::Tensor backward_input_cuda(const at::Tensor& grad, const at::Tensor& rois, d
           sampling_ratio, aligned);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    return buf.permute({0, 3, 1, 2}).contiguous();
+    return buf.permute({0, 3, 1, 2});
   }
-  at::Tensor g = grad.contiguous();
+  const at::Tensor& g = grad;
   at::Tensor buf = at::zeros({N, H, W, C}, grad.options().dtype(at::toOpMathType(grad.scalar_type())));
   const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((C + 31) / 32));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_backward_input_cuda", [&] {
     roi_backward_scatter_kernel<scalar_t, kAlign><<<grid, kThreads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), buf.data_ptr<at::opmath_type<scalar_t>>(), N, C, H, W, oh,
-        ow, scale, sampling_ratio, aligned);
+        g.data_ptr<scalar_t>(), g.stride(0), g.stride(1), g.stride(2), g.stride(3), r.data_ptr<scalar_t>(),
+        buf.data_ptr<at::opmath_type<scalar_t>>(), N, C, H, W, oh, ow, scale, sampling_ratio, aligned);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return buf.permute({0, 3, 1, 2}).to(grad.scalar_type()).contiguous();
+  // .to keeps the channels-last strides; for float32/float64 it is no copy at all.
+  return buf.permute({0, 3, 1, 2}).to(grad.scalar_type());
 }
 
 at::Tensor roi_bilinear_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
@@ -480,6 +594,7 @@ at::Tensor roi_bilinear_backward_rois_cuda(const at::Tensor& grad, const at::Ten
               "roi_bilinear_backward_rois: grad must be [K, C, oh, ow], got ", grad.sizes());
   c10::cuda::CUDAGuard guard(input.device());
   const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3), K = rois.size(0);
+  check_sizes(N, C, H, W, K, grad.size(2), grad.size(3), "roi_bilinear_backward_rois");
   at::Tensor gr = at::zeros({K, 5}, rois.options());
   if (K == 0 || input.numel() == 0 || grad.numel() == 0) return gr;
   at::Tensor gT = grad.permute({0, 2, 3, 1}).contiguous();
