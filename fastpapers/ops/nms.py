@@ -15,7 +15,9 @@ accepted inputs with the same results, namely
   IoUs as in torchvision (often NaN: such a box then suppresses nothing); NaN boxes and scores
   are rejected;
 * integer, float or bool group ids: boxes are in one group when their ids are equal
-  (-0.0 == 0.0; NaN ids are rejected; complex ids are a type error);
+  (-0.0 == 0.0; NaN ids are rejected; complex ids are a type error). This is torchvision's
+  per-group path; its coordinate-offset path (below 4,000 boxes on the CPU) lets groups whose
+  float ids differ by less than 1 suppress each other, which we do not reproduce;
 * float16 / bfloat16 on the CPU too (computed in float32 inside), and autocast on the CPU and
   CUDA (boxes and scores cast to float32, as torchvision does);
 * quantized boxes and scores (computed on their dequantized values);
@@ -180,13 +182,19 @@ def _dequantize(t: Tensor) -> Tensor:
 
 
 def _group_keys(idxs: Tensor) -> Tensor:
-    """int64 keys, equal exactly when the group ids are equal."""
+    """int64 keys, equal exactly when the group ids are equal (no host synchronisation)."""
     if idxs.dtype == torch.bool:
         return idxs.to(torch.int64)
     if idxs.is_floating_point():
-        # float64 holds every float16/bfloat16/float32 value exactly; + 0.0 turns -0.0 into
-        # +0.0 (equal ids, one group); then equal bit patterns <=> equal values.
-        return (idxs.to(torch.float64) + 0.0).view(torch.int64)
+        # Float ids: the rank of each distinct value (float64 holds every float16, bfloat16
+        # and float32 value exactly; -0.0 == 0.0 sort together; a NaN equals nothing, so each
+        # NaN id is a group of its own). A sort rather than a view of the bits, which
+        # TorchScript cannot express, and rather than torch.unique, which synchronises on CUDA.
+        v, order = torch.sort(idxs.to(torch.float64))
+        starts = torch.ones(v.shape, dtype=torch.int64, device=v.device)
+        if v.numel() > 1:
+            starts[1:] = (v[1:] != v[:-1]).to(torch.int64)
+        return torch.empty_like(starts).scatter_(0, order, starts.cumsum(0))
     return idxs
 
 
