@@ -321,6 +321,9 @@ def test_cuda_global_bitmap_path():
     g = torch.Generator().manual_seed(0)
     b, s = random_boxes(270_000, size=20_000.0, generator=g), unique_scores(270_000, generator=g)
     assert torch.equal(ops.nms(b.cuda(), s.cuda(), 0.5).cpu(), ops.nms(b, s, 0.5))
+    i = torch.randint(0, 2, (270_000,), generator=g)  # batched: bitmap in global memory, per group
+    assert torch.equal(ops.batched_nms(b.cuda(), s.cuda(), i.cuda(), 0.5, max_per_group=5000).cpu(),
+                       ops.batched_nms(b, s, i, 0.5, max_per_group=5000))
 
 
 @needs_cuda
