@@ -89,27 +89,66 @@ def test_batched_nms_options_match_reference(device):
     assert (scores[got] > 0.2).all()
 
 
-def test_bad_inputs():
+def _bad_input_table():
     b = random_boxes(5)
     s = unique_scores(5)
-    assert_raises_naming(ValueError, "boxes", ops.nms, b[:, :3], s, 0.5)
-    assert_raises_naming(ValueError, "boxes", ops.nms, b[None], s, 0.5)
-    assert_raises_naming(ValueError, "scores", ops.nms, b, s[:4], 0.5)
-    assert_raises_naming(TypeError, "scores", ops.nms, b, s.double(), 0.5)
-    assert_raises_naming(TypeError, "boxes", ops.nms, b.long(), s.long(), 0.5)
-    assert_raises_naming(TypeError, "boxes", ops.nms, b.tolist(), s, 0.5)
-    assert_raises_naming(ValueError, "iou_threshold", ops.nms, b, s, 1.5)
-    assert_raises_naming(ValueError, "iou_threshold", ops.nms, b, s, -0.1)
-    nan = b.clone()
-    nan[2, 1] = float("nan")
-    assert_raises_naming(ValueError, "boxes", ops.nms, nan, s, 0.5)
-    inf = s.clone()
-    inf[0] = float("inf")
-    assert_raises_naming(ValueError, "scores", ops.nms, b, inf, 0.5)
-    assert_raises_naming(ValueError, "idxs", ops.batched_nms, b, s, torch.zeros(4, dtype=torch.long), 0.5)
-    assert_raises_naming(TypeError, "idxs", ops.batched_nms, b, s, torch.zeros(5), 0.5)
-    assert_raises_naming(ValueError, "max_per_group", ops.batched_nms, b, s, torch.zeros(5, dtype=torch.long),
-                         0.5, max_per_group=0)
+    i = torch.zeros(5, dtype=torch.long)
+    nan_b = b.clone()
+    nan_b[2, 1] = float("nan")
+    nan_s = s.clone()
+    nan_s[0] = float("nan")
+    nan_i = torch.zeros(5)
+    nan_i[3] = float("nan")
+    nms, bnms = ops.nms, ops.batched_nms
+    return [  # (error class, named argument, function, args, kwargs)
+        (ValueError, "boxes", nms, (b[:, :3], s, 0.5), {}),
+        (ValueError, "boxes", nms, (b[None], s, 0.5), {}),
+        (ValueError, "scores", nms, (b, s[:4], 0.5), {}),
+        (ValueError, "scores", nms, (b, s[:, None], 0.5), {}),
+        (TypeError, "scores", nms, (b, s.double(), 0.5), {}),
+        (TypeError, "boxes", nms, (b.long(), s.long(), 0.5), {}),
+        (TypeError, "boxes", nms, (b.tolist(), s, 0.5), {}),
+        (TypeError, "iou_threshold", nms, (b, s, "0.5"), {}),
+        (TypeError, "iou_threshold", nms, (b, s, True), {}),
+        (ValueError, "iou_threshold", nms, (b, s, float("nan")), {}),
+        (ValueError, "boxes", nms, (nan_b, s, 0.5), {}),
+        (ValueError, "scores", nms, (b, nan_s, 0.5), {}),
+        (ValueError, "boxes", nms, (b.to("meta"), s.to("meta"), 0.5), {}),
+        (ValueError, "idxs", bnms, (b, s, i[:4], 0.5), {}),
+        (TypeError, "idxs", bnms, (b, s, i.to(torch.complex64), 0.5), {}),
+        (ValueError, "idxs", bnms, (b, s, nan_i, 0.5), {}),
+        (ValueError, "max_per_group", bnms, (b, s, i, 0.5), {"max_per_group": -1}),
+        (TypeError, "max_per_group", bnms, (b, s, i, 0.5), {"max_per_group": 2.0}),
+        (TypeError, "score_threshold", bnms, (b, s, i, 0.5), {"score_threshold": "0.1"}),
+        (ValueError, "score_threshold", bnms, (b, s, i, 0.5), {"score_threshold": float("nan")}),
+        (ValueError, "iou_threshold", bnms, (b, s, i, float("nan")), {}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_input_table())))
+def test_bad_inputs(case):
+    exc, name, fn, args, kwargs = _bad_input_table()[case]
+    err = assert_raises_naming(exc, name, fn, *args, **kwargs)
+    # Both what fastpapers raised before and what torchvision callers catch.
+    assert isinstance(err, RuntimeError)
+
+
+def test_raw_op_rejects_bad_group_ids_and_negative_max():
+    b, s = random_boxes(6), unique_scores(6)
+    for bad in (torch.zeros(6, dtype=torch.bool), torch.zeros(6), torch.zeros(6, dtype=torch.complex64)):
+        assert_raises_naming(TypeError, "idxs", torch.ops.fastpapers.batched_nms, b, s, bad, 0.5, None, None)
+    assert_raises_naming(ValueError, "max_per_group", torch.ops.fastpapers.batched_nms, b, s,
+                         torch.zeros(6, dtype=torch.long), 0.5, None, -2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_max_per_group_zero_keeps_nothing(device):
+    b, s = random_boxes(40, device=device), unique_scores(40, device=device)
+    i = torch.randint(0, 3, (40,), device=device)
+    for fn in (lambda: ops.batched_nms(b, s, i, 0.5, max_per_group=0),
+               lambda: torch.ops.fastpapers.batched_nms(b, s, i, 0.5, None, 0)):
+        out = fn()
+        assert out.dtype == torch.long and out.device == b.device and out.numel() == 0
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -121,6 +160,9 @@ def test_opcheck(device, n):
     idxs = torch.randint(0, 3, (n,), device=device)
     torch.library.opcheck(torch.ops.fastpapers.batched_nms.default, (b, s, idxs, 0.5, None, None))
     torch.library.opcheck(torch.ops.fastpapers.batched_nms.default, (b, s, idxs, 0.5, 0.25, 4))
+    torch.library.opcheck(torch.ops.fastpapers.nms_padded.default, (b, s, 0.5))
+    torch.library.opcheck(torch.ops.fastpapers.nms.default, (b.half(), s.half(), -0.5))
+    torch.library.opcheck(torch.ops.fastpapers.batched_nms.default, (b.bfloat16(), s.bfloat16(), idxs, 1.5, 0.5, 0))
 
 
 def test_torch_compile_parity():

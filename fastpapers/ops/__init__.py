@@ -5,13 +5,14 @@ from . import boxes
 from .beam_search import (BeamSearchOutput, GenerationOutput, beam_search, beam_search_step, greedy_search,
                           sample)
 from .gram import StyleLoss, gram_matrix, style_loss
-from .nms import batched_nms, nms
+from .nms import batched_nms, nms, nms_padded
 from .pyramid import (gaussian_pyramid, laplacian_level, laplacian_pyramid, laplacian_reconstruct, max_pyramid_levels,
                       pyr_down, pyr_up)
 from .roi import RoIAlign, roi_align, roi_bilinear
 from ._validate import OpTypeError, OpValueError, checks_enabled, set_checks
 
-__all__ = ["nms", "batched_nms", "roi_bilinear", "roi_align", "RoIAlign", "boxes", "beam_search_step", "beam_search",
+__all__ = ["nms", "batched_nms", "nms_padded", "roi_bilinear", "roi_align", "RoIAlign", "boxes", "beam_search_step",
+           "beam_search",
            "greedy_search", "sample", "BeamSearchOutput", "GenerationOutput", "gram_matrix", "style_loss",
            "StyleLoss", "pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid", "laplacian_reconstruct",
            "laplacian_level", "max_pyramid_levels", "set_checks", "checks_enabled", "OpValueError",

@@ -49,6 +49,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <tuple>
 #include <vector>
 
 namespace fastpapers {
@@ -253,16 +254,18 @@ inline bool has_area(T x1, T y1, T x2, T y2) {
 // Dense sweep over a mutable span (boxes + ranks in rank order). Each kept box tests every
 // later box; when about half the span behind the cursor has died since the last pass, the
 // dead are compacted out so later kept boxes stop paying for them. Calls keep(rank) in order;
-// stops after max_keep (< 0: no limit).
+// stops after max_keep (< 0: no limit). With a negative threshold an IoU of 0 suppresses
+// too, so boxes without area are tested like the others (test_all).
 template <typename T, typename Keep>
-int64_t dense_sweep(Boxes<T> s, int32_t* rank, int64_t m, T thr, int64_t max_keep, uint8_t* dead, Keep&& keep) {
+int64_t dense_sweep(Boxes<T> s, int32_t* rank, int64_t m, T thr, int64_t max_keep, uint8_t* dead, Keep&& keep,
+                    bool test_all = false) {
   int64_t kept = 0, fired = 0;
   for (int64_t p = 0; p < m; ++p) {
     const int32_t r = rank[p];
     if (dead[r]) continue;
     keep(r);
     if (++kept == max_keep) break;
-    if (!has_area(s.x1[p], s.y1[p], s.x2[p], s.y2[p])) continue;
+    if (!test_all && !has_area(s.x1[p], s.y1[p], s.x2[p], s.y2[p])) continue;
     const Probe<T> b{s.x1[p], s.y1[p], s.x2[p], s.y2[p], s.area[p], thr};
     fired += suppress_span<T>(b, s, rank, p + 1, m, dead);
     if (2 * fired > m - p && m - p > 64) {
@@ -468,10 +471,14 @@ constexpr int64_t kDenseMax = 256;
 
 // Greedy NMS over boxes already in rank order. `s` may be overwritten (the dense sweep
 // compacts it in place); rank[p] = p on entry. keep(p) is called for each kept rank.
+// A threshold below 0 (torchvision accepts any float) makes every pair with a non-NaN IoU,
+// disjoint boxes included, a suppression: the grid's pruning (which skips pairs with IoU 0)
+// does not apply, so such thresholds take the dense sweep over all pairs.
 template <typename T, typename Keep>
 void nms_ranked(Boxes<T> s, int32_t* rank, int64_t n, T thr, int64_t max_keep, uint8_t* dead, Keep&& keep) {
-  if (n > kDenseMax && grid_sweep<T>(s, rank, n, thr, max_keep, dead, keep)) return;
-  dense_sweep<T>(s, rank, n, thr, max_keep, dead, keep);
+  const bool test_all = thr < T(0);
+  if (!test_all && n > kDenseMax && grid_sweep<T>(s, rank, n, thr, max_keep, dead, keep)) return;
+  dense_sweep<T>(s, rank, n, thr, max_keep, dead, keep, test_all);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -572,6 +579,8 @@ void gather(const at::Tensor& boxes, const int32_t* order, int64_t m, Gathered<T
 
 void check_inputs(const char* op, const at::Tensor& boxes, const at::Tensor& scores) {
   TORCH_CHECK(boxes.device().is_cpu() && scores.device().is_cpu(), op, ": expected CPU tensors");
+  TORCH_CHECK_TYPE(at::isFloatingType(boxes.scalar_type()), op, ": boxes must be floating point, got ",
+                   boxes.scalar_type());
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, op, ": boxes must be [N, 4], got ", boxes.sizes());
   TORCH_CHECK(scores.dim() == 1 && scores.size(0) == boxes.size(0), op, ": scores must be [N] with N = ",
               boxes.size(0), ", got ", scores.sizes());
@@ -579,8 +588,15 @@ void check_inputs(const char* op, const at::Tensor& boxes, const at::Tensor& sco
   TORCH_CHECK(boxes.size(0) < std::numeric_limits<int32_t>::max(), op, ": at most 2^31 - 2 boxes");
 }
 
+// float16 / bfloat16: computed in float32 (every half value is exact in float, so the order
+// of the scores and the boxes are unchanged; the IoU is the float32 IoU of those boxes).
+bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   check_inputs("nms", boxes, scores);
+  if (is_half(boxes)) return nms_cpu(boxes.to(at::kFloat), scores.to(at::kFloat), iou_threshold);
   const int64_t n = boxes.size(0);
   if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   std::vector<int32_t> keep;
@@ -604,6 +620,14 @@ at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou
   int64_t* o = out.data_ptr<int64_t>();
   for (size_t k = 0; k < keep.size(); ++k) o[k] = order[keep[k]];
   return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> nms_padded_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                                                  double iou_threshold) {
+  const at::Tensor keep = nms_cpu(boxes, scores, iou_threshold);
+  at::Tensor out = at::full({boxes.size(0)}, -1, boxes.options().dtype(at::kLong));
+  out.narrow(0, 0, keep.size(0)).copy_(keep);
+  return {out, at::scalar_tensor(keep.size(0), boxes.options().dtype(at::kLong))};
 }
 
 // Dense group ids: direct offsets when the id range is small, else an open-addressing hash
@@ -656,9 +680,21 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, co
   check_inputs("batched_nms", boxes, scores);
   TORCH_CHECK(idxs.device().is_cpu() && idxs.dim() == 1 && idxs.size(0) == boxes.size(0),
               "batched_nms: idxs must be a CPU tensor of shape [N]");
-  TORCH_CHECK(!at::isFloatingType(idxs.scalar_type()), "batched_nms: idxs must be integers");
+  TORCH_CHECK_TYPE(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false),
+                   "batched_nms: idxs must have an integer dtype (group ids), got ", idxs.scalar_type());
+  TORCH_CHECK_VALUE(!max_per_group.has_value() || *max_per_group >= 0,
+                    "batched_nms: max_per_group must be >= 0 or None, got ", max_per_group.value_or(0));
+  if (is_half(boxes)) {
+    // The score threshold is compared in the scores' dtype, like `scores > score_threshold`.
+    std::optional<double> st;
+    if (score_threshold.has_value())
+      st = boxes.scalar_type() == at::kHalf ? static_cast<double>(static_cast<at::Half>(*score_threshold))
+                                            : static_cast<double>(static_cast<at::BFloat16>(*score_threshold));
+    return batched_nms_cpu(boxes.to(at::kFloat), scores.to(at::kFloat), idxs, iou_threshold, st, max_per_group);
+  }
   const int64_t n = boxes.size(0);
-  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  // max_per_group = 0 keeps nothing.
+  if (n == 0 || max_per_group == int64_t{0}) return at::empty({0}, boxes.options().dtype(at::kLong));
   const at::Tensor gl = idxs.to(at::kLong).contiguous();
   const int64_t* gp = gl.data_ptr<int64_t>();
   const int64_t max_keep = max_per_group.has_value() ? *max_per_group : -1;
@@ -740,6 +776,7 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, co
 
 TORCH_LIBRARY_IMPL(fastpapers, CPU, m) {
   m.impl("nms", &nms_cpu);
+  m.impl("nms_padded", &nms_padded_cpu);
   m.impl("batched_nms", &batched_nms_cpu);
 }
 
