@@ -115,7 +115,8 @@ def bar_chart(labels: Sequence[str], means: Sequence[float], errs: Sequence[floa
     slot = (box[2] - box[0]) / max(n, 1)
     for i, (lab, m, e) in enumerate(zip(labels, means, errs)):
         cx = box[0] + slot * (i + 0.5)
-        draw.rectangle([cx - slot * 0.3, y(m), cx + slot * 0.3, y(0.0)], fill=PALETTE[i % len(PALETTE)])
+        top_, bottom_ = sorted((y(m), y(0.0)))  # a negative mean hangs below the zero line
+        draw.rectangle([cx - slot * 0.3, top_, cx + slot * 0.3, bottom_], fill=PALETTE[i % len(PALETTE)])
         draw.line([(cx, y(m - e)), (cx, y(m + e))], fill=(0, 0, 0), width=2)
         draw.text((cx - slot * 0.3, y(m + e) - 12), f"{m:.3g}", fill=(0, 0, 0))
         draw.text((cx - slot * 0.45, box[3] + 6 + 12 * (i % 2)), lab[:18], fill=(0, 0, 0))

@@ -91,7 +91,7 @@ def test_cli_train_eval_predict_on_visual_genome(tmp_path, capsys):
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     cfg = meta["config"]
     assert meta["paper"] == "densecap" and cfg["data"] == "vg" and cfg["backbone"] == "shapes"
-    assert cfg["max_words"] >= 1 and cfg["vg_regions"] == os.path.abspath(regions)
+    assert cfg["max_words"] >= 1 and cfg["images"] == 3 and cfg["vg_regions"] == os.path.abspath(regions)
     assert (tmp_path / "run" / "vocab.json").is_file()
     capsys.readouterr()
     assert main(["densecap", "eval", "--out", run, "--language", "token_f1"] + vg) == 0

@@ -1,7 +1,6 @@
 """`fastpapers reproduce` on a tiny budget: every protocol's runs, results.json with every
 number and its replicate, the README table, figures, and --resume reusing finished runs."""
 import json
-import os
 
 import pytest
 
@@ -52,11 +51,44 @@ def test_mixer_protocol_sweep_selection_and_resume(tmp_path):
         with pytest.raises(ValueError, match="--resume"):
             P.reproduce("mixer", out_dir=str(tmp_path / "docs"), runs_dir=str(tmp_path / "runs"),
                         budget_scale=0.002, progress=False, variants=["xent"])
-        again = P.reproduce("mixer", out_dir=str(tmp_path / "docs"), runs_dir=str(tmp_path / "runs"),
-                            budget_scale=0.002, progress=False, variants=["xent", "mixer"], resume=True)
-        assert again["runs"] == res["runs"]  # nothing was trained again
+        # Another budget over the same runs is refused by name, never mixed in.
+        with pytest.raises(ValueError, match="steps"):
+            P.reproduce("mixer", out_dir=str(tmp_path / "docs"), runs_dir=str(tmp_path / "runs"),
+                        budget_scale=0.004, progress=False, variants=["xent"], resume=True)
+        train = proto.train
+
+        def no_training(*args, **kwargs):
+            raise AssertionError("a finished run was trained again")
+        proto.train = no_training
+        try:
+            again = P.reproduce("mixer", out_dir=str(tmp_path / "docs"), runs_dir=str(tmp_path / "runs"),
+                                budget_scale=0.002, progress=False, variants=["xent", "mixer"], resume=True)
+        finally:
+            proto.train = train
+        assert again["runs"] == res["runs"]
     finally:
         _restore(proto, saved)
+
+
+def _row(variant, lr, seed, val, test):
+    return {"variant": variant, "replicate": f"seed{seed}", "sweep": {"lr": lr}, "config": {}, "resumed": False,
+            "train_cpu_seconds": 1.0, "metrics": {"val_bleu4": val, "bleu4_greedy": test}}
+
+
+def test_summary_picks_the_sweep_value_by_validation_not_test():
+    P.load_protocols()
+    proto = P.PROTOCOLS["mixer"]
+    # lr 0.1 is better on validation, lr 0.01 on test: the summary must report lr 0.1's test.
+    rows = [_row("xent", 0.1, s, 50.0 + s, 10.0 + s) for s in range(3)]
+    rows += [_row("xent", 0.01, s, 40.0 + s, 90.0 + s) for s in range(3)]
+    rows += [_row("mixer", 0.1, 0, 1.0, 5.0), _row("mixer", 0.1, 1, float("nan"), 7.0)]
+    summary = P.summarise(proto, rows)
+    assert summary["xent"]["sweep"] == {"lr": 0.1}
+    stat = summary["xent"]["metrics"]["bleu4_greedy"]
+    assert stat["mean"] == pytest.approx(11.0) and stat["std"] == pytest.approx(1.0) and stat["n"] == 3
+    # A replicate without a number is counted out, not hidden.
+    assert summary["mixer"]["metrics"]["val_bleu4"]["n"] == 1 and summary["mixer"]["replicates"] == 2
+    assert "(1/2)" in P._fmt(summary["mixer"]["metrics"]["val_bleu4"], 2)
 
 
 @pytest.mark.parametrize("paper,base", [

@@ -101,13 +101,20 @@ def add_common(p, *, out_default=None, out_help="output path"):
 def add_training_flags(p, *, steps: int, batch_size: int, checkpoint_every=None, sample_every=None, lr=None):
     """Declare the training flags with this command's defaults.
 
-    ``checkpoint_every`` defaults to 500 when None (0 = only at the end), ``sample_every`` to
-    0 (never; ``False``: no --sample-every flag, for commands that write no sample grids); ``--lr`` is declared only when ``lr`` is given.
+    ``checkpoint_every`` defaults to 500 when None (0 = only at the end; a string: the flag
+    defaults to None and the string says what the command then does, e.g. "a quarter of
+    --steps"), ``sample_every`` to 0 (never; ``False``: no --sample-every flag, for commands
+    that write no sample grids); ``--lr`` is declared only when ``lr`` is given.
     """
     p.add_argument("--steps", type=positive_int, default=steps, help="training steps (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size (default: %(default)s)")
-    p.add_argument("--checkpoint-every", type=nonneg_int, default=500 if checkpoint_every is None else checkpoint_every,
-                   help="steps between checkpoints, 0 = only at the end (default: %(default)s)")
+    if isinstance(checkpoint_every, str):
+        p.add_argument("--checkpoint-every", type=nonneg_int, default=None,
+                       help=f"steps between checkpoints, 0 = only at the end (default: {checkpoint_every})")
+    else:
+        p.add_argument("--checkpoint-every", type=nonneg_int,
+                       default=500 if checkpoint_every is None else checkpoint_every,
+                       help="steps between checkpoints, 0 = only at the end (default: %(default)s)")
     if sample_every is not False:  # False: the command writes no sample grids
         p.add_argument("--sample-every", type=nonneg_int, default=0 if sample_every is None else sample_every,
                        help="steps between sample grids, 0 = never (default: %(default)s)")

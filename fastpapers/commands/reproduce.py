@@ -1,7 +1,7 @@
 """``fastpapers reproduce PAPER|all``: each paper's headline comparison over several
 replicates, written to ``--out/<paper>/`` (results.json, README.md, figures); the runs
 themselves go to ``--runs``. The work is in :mod:`fastpapers.reproduce`."""
-from ._common import nonempty_path, positive_float, resolve_device
+from ._common import device_name, nonempty_path, positive_float, resolve_device
 
 
 def register(sub):
@@ -16,7 +16,7 @@ def register(sub):
                    help="folder for the run folders (default: %(default)s)")
     p.add_argument("--budget-scale", type=positive_float, default=1.0,
                    help="multiply every run's budget (steps, iterations) by this (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--resume", action="store_true",
                    help="reuse finished runs and continue unfinished ones from their checkpoints")
     p.add_argument("--variants", nargs="+", default=None, help="only these variants (default: all)")
@@ -24,17 +24,22 @@ def register(sub):
 
 
 def run(args):
-    import sys
-
     from .. import reproduce as P
 
     device = str(resolve_device(args.device))
     P.load_protocols()
-    papers = [p for p in P.PAPERS if p in P.PROTOCOLS] if args.paper == "all" else [args.paper]
-    if args.paper != "all" and args.paper not in P.PROTOCOLS:
+    if args.paper == "all":
+        if args.variants is not None:
+            raise ValueError("--variants names one paper's variants: give a PAPER, not all")
+        papers = [p for p in P.PAPERS if p in P.PROTOCOLS]
+        missing = [p for p in P.PAPERS if p not in P.PROTOCOLS]
+        if missing:
+            print(f"no reproduction protocol yet for: {', '.join(missing)} (skipped)")
+    elif args.paper not in P.PROTOCOLS:
         raise ValueError(f"PAPER {args.paper} has no reproduction protocol yet; available: {sorted(P.PROTOCOLS)}")
-    command = " ".join(["fastpapers"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fastpapers") else None
+    else:
+        papers = [args.paper]
     for paper in papers:
         results = P.reproduce(paper, out_dir=args.out, runs_dir=args.runs, budget_scale=args.budget_scale,
-                              device=device, resume=args.resume, variants=args.variants, command=command)
+                              device=device, resume=args.resume, variants=args.variants)
         print(f"wrote {args.out}/{paper}/results.json ({len(results['runs'])} runs)")

@@ -6,7 +6,7 @@ import os
 from ._common import (add_common, add_training_flags, nonneg_float, positive_float, positive_int, prob_float,
                       resolve_device)
 
-DEFAULT_RUN = "runs/semantic_attention"
+DEFAULT_RUN = "runs/caption"
 
 
 def _add_data(p):
@@ -81,7 +81,7 @@ def register(sub):
 
     a = verbs.add_parser("ablation", help="the paper's ablation at one equal budget: CNN-LSTM, +input, "
                                           "+output, both, both + g; writes a markdown table")
-    add_common(a, out_default="runs/semantic_attention_ablation", out_help="folder for the runs and results.md")
+    add_common(a, out_default="runs/caption_ablation", out_help="folder for the runs and results.md")
     _add_data(a)
     _add_decode(a)
     _add_meteor(a)
@@ -171,6 +171,6 @@ def run_ablation(args):
 
     device = resolve_device(args.device)
     rows = R.ablation(_config(args), args.out, device=device, num_beams=args.beams, max_length=args.max_length,
-                      meteor=not args.no_meteor)
+                      meteor=not args.no_meteor, resume=args.resume)
     print(R.results_table(rows))
     print(f"wrote {os.path.join(args.out, 'results.md')}")

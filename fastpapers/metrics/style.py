@@ -8,6 +8,7 @@ from .. import ops
 
 __all__ = ["gram_distance"]
 
+
 def gram_distance(net, img: torch.Tensor, style: torch.Tensor, layers: Sequence[str]) -> float:
     """Style loss (sum over ``layers`` of the mean squared Gram difference) between two
     (3, H, W) RGB images in [0, 1], through the feature network ``net``

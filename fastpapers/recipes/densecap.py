@@ -47,6 +47,7 @@ class Config(RecipeConfig):
     vg_split: Optional[str] = None
     vg_min_word_count: int = 15
     max_words: Optional[int] = None      # Visual Genome: longest phrase (set from the data)
+    images: Optional[int] = None         # Visual Genome: training images (set from the data)
 
     PAPER: ClassVar[str] = PAPER
     RESUMABLE: ClassVar[tuple] = ("steps", "checkpoint_every")
@@ -142,7 +143,9 @@ def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress
     elif data is None:
         data = ShapesDense(cfg.n_train, size=cfg.size, seed=cfg.seed)
     if cfg.data == "vg":
-        cfg = cfg.replace(max_words=data.max_words, vg_regions=os.path.abspath(cfg.vg_regions))
+        cfg = cfg.replace(max_words=data.max_words, images=len(data), vg_regions=os.path.abspath(cfg.vg_regions),
+                          vg_images=os.path.abspath(cfg.vg_images),
+                          vg_split=None if cfg.vg_split is None else os.path.abspath(cfg.vg_split))
     run = open_run(out, cfg, resume=resume)
     if cfg.data == "vg":
         data.vocab.save(run.file("vocab.json"))
@@ -158,8 +161,13 @@ def _legacy_config(folder: str) -> dict:
     legacy = read_json_file(os.path.join(folder, "config.json"), what="DenseCap config file")
     if not isinstance(legacy, dict):
         raise ValueError(f"{os.path.join(folder, 'config.json')} is not a DenseCap config (expected an object)")
+    return _known(legacy)
+
+
+def _known(settings: dict) -> dict:
+    """The settings an older-format config.json shares with :class:`Config`."""
     keep = {f.name for f in fields(Config)}
-    return {k: v for k, v in legacy.items() if k in keep}
+    return {k: v for k, v in settings.items() if k in keep}
 
 
 def load(run, device="cpu") -> Loaded:
@@ -174,7 +182,10 @@ def load(run, device="cpu") -> Loaded:
     found = None
     if os.path.isfile(os.path.join(folder, RUN_FILE)):
         found = find_run(folder, PAPER)
-        cfg = stored_config(found, Config)
+        meta = read_json_file(found.file(RUN_FILE), what="run.json")
+        # A folder converted from the older format (convert_legacy) holds config.json's keys.
+        cfg = Config.from_dict(_known(found.config), source=found.file(RUN_FILE)) if meta.get("converted_from") \
+            else stored_config(found, Config)
     elif os.path.isfile(os.path.join(folder, "config.json")):
         cfg = Config.from_dict(_legacy_config(folder), source=os.path.join(folder, "config.json"))
     else:

@@ -51,10 +51,11 @@ class Config(RecipeConfig):
     rl_lr: Optional[float] = None
     init: Optional[str] = None          # start from this model.pt
     seed: int = 0
-    checkpoint_every: int = 500         # 0: only at the end
+    checkpoint_every: Optional[int] = None  # 0: only at the end; None: a quarter of the steps
 
     PAPER: ClassVar[str] = PAPER
-    RESUMABLE: ClassVar[tuple] = ("steps", "checkpoint_every")
+    # steps is not resumable: the XENT phase and the stages are derived from it.
+    RESUMABLE: ClassVar[tuple] = ("checkpoint_every",)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "hidden", "emb", "delta"):
@@ -64,7 +65,8 @@ class Config(RecipeConfig):
                 self.check_int(name)
         if self.xent_steps is not None:
             self.check_int("xent_steps", 0)
-        self.check_int("checkpoint_every", 0)
+        if self.checkpoint_every is not None:
+            self.check_int("checkpoint_every", 0)
         self.check_float("lr")
         self.check_float("rl_lr", optional=True)
         self.check_choice("algo", ALGOS)
@@ -119,9 +121,9 @@ def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress
     stages = max(1, -(-T // cfg.delta))
     stage_steps = cfg.stage_steps or max(1, (cfg.steps - xent_steps) // stages)
     fit(model, data, algo=cfg.algo, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, out_dir=run.path,
-               seed=cfg.seed, device=device, reward=cfg.reward, xent_steps=xent_steps, delta=cfg.delta,
-               stage_steps=stage_steps, rl_lr=cfg.rl_lr, resume=resume, progress=progress,
-               checkpoint_every=cfg.checkpoint_every)
+        seed=cfg.seed, device=device, reward=cfg.reward, xent_steps=xent_steps, delta=cfg.delta,
+        stage_steps=stage_steps, rl_lr=cfg.rl_lr, resume=resume, progress=progress,
+        checkpoint_every=cfg.checkpoint_every)
     save_model(model.cpu(), run.file(MODEL_FILE), source_vocab=src_vocab, target_vocab=tgt_vocab)
     return run
 
@@ -171,11 +173,11 @@ def collate_pairs(items, pad_id: int = 0):
 
 
 def fit(model: MixerModel, data, *, algo: str, steps: int, batch_size: int = 32, lr: float = 3e-3,
-          out_dir: str = "runs/mixer", seed: int = 0, device="cpu", reward: str = "bleu", xent_steps: int = 0,
-          delta: int = 2, stage_steps: int = 100, dad_max_p: float = 0.25, e2e_k: int = 10,
-          xent_weight: float = 0.5, grad_clip: float = 10.0, rl_lr: Optional[float] = None, eval_fn=None,
-          eval_every: int = 0, resume: bool = False, progress: bool = True, log_every: int = 50,
-          checkpoint_every: Optional[int] = None) -> Dict[str, float]:
+        out_dir: str = "runs/mixer", seed: int = 0, device="cpu", reward: str = "bleu", xent_steps: int = 0,
+        delta: int = 2, stage_steps: int = 100, dad_max_p: float = 0.25, e2e_k: int = 10,
+        xent_weight: float = 0.5, grad_clip: float = 10.0, rl_lr: Optional[float] = None, eval_fn=None,
+        eval_every: int = 0, resume: bool = False, progress: bool = True, log_every: int = 50,
+        checkpoint_every: Optional[int] = None) -> Dict[str, float]:
     """Train ``model`` on ``data`` (see :func:`collate_pairs`) for ``steps`` steps with the shared
     Trainer. ``algo="mixer"``: XENT for ``xent_steps`` steps, then s = T - delta, T - 2 delta, ...
     each held ``stage_steps`` steps (T = model.cfg.max_tgt_len). ``algo="dad"``: the sampling

@@ -105,7 +105,8 @@ def evaluate(cfg: Config, image: torch.Tensor, *, net=None) -> Dict[str, float]:
     """Style distance of ``image`` and of the content image to the (first) style image, at
     the output's scale: the transfer should bring the first well below the second."""
     net = net if net is not None else build(cfg)["vgg"]
-    content = ns._resize_long(ns.load_image(cfg.content), cfg.size)
-    style = ns._resize_long(ns.load_image(cfg.style[0]), max(16, round(cfg.size * cfg.style_scale)))
-    return {"style_distance": ns.gram_distance(net, image, style),
+    device = next(net.parameters()).device
+    content = ns._resize_long(ns.load_image(cfg.content), cfg.size).to(device)
+    style = ns._resize_long(ns.load_image(cfg.style[0]), max(16, round(cfg.size * cfg.style_scale))).to(device)
+    return {"style_distance": ns.gram_distance(net, image.to(device), style),
             "content_style_distance": ns.gram_distance(net, content, style)}

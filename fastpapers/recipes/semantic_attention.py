@@ -197,10 +197,13 @@ def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress
     from ..train.checkpoint import seed_everything
 
     run = open_run(out, cfg, resume=resume)
-    train_corpus, _ = data if data is not None else corpora(cfg)
+    train_corpus, held_out = data if data is not None else corpora(cfg)
     vocab = vocabulary(train_corpus, cfg.data is None and data is None)
     seed_everything(cfg.seed)
     model = make_model(vocab, train_corpus, **cfg.model_options())
+    if progress:
+        print(f"{len(train_corpus)} training images, {len(held_out)} held out; vocabulary {len(vocab)}, attributes: "
+              + " ".join(vocab.itos[i] for i in model.config.attribute_ids))
     fit(model, vocab, train_corpus, steps=cfg.steps, out_dir=run.path, batch_size=cfg.batch_size, lr=cfg.lr,
         seed=cfg.seed, device=device, resume=resume, checkpoint_every=cfg.checkpoint_every, progress=progress)
     return run
@@ -222,7 +225,10 @@ def load(run_dir_or_checkpoint, device="cpu") -> Loaded:
     run = config = None
     if os.path.isfile(os.path.join(folder, RUN_FILE)):
         run = find_run(folder, PAPER)
-        config = stored_config(run, Config)
+        # A folder converted from the older format (convert_legacy) holds the bundle's fields
+        # as its config, not a Config: the bundle below is all loading needs.
+        if not _converted(run):
+            config = stored_config(run, Config)
     if not os.path.isfile(ckpt):
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
     if not os.path.isfile(bundle):
@@ -241,6 +247,11 @@ def load(run_dir_or_checkpoint, device="cpu") -> Loaded:
     return Loaded(config=config, nets={MODULE: model.to(device).eval()}, path=folder, run=run,
                   device=torch.device(device),
                   artefacts={"vocab": Vocabulary(tokens[len(SPECIALS):]), "image_size": image_size})
+
+
+def _converted(run) -> bool:
+    from ..train.checkpoint import read_json_file
+    return bool(read_json_file(run.file(RUN_FILE), what="run.json").get("converted_from"))
 
 
 @torch.no_grad()
@@ -322,10 +333,11 @@ def evaluate(model: SemanticAttentionCaptioner, vocab, corpus: CaptionCorpus, *,
 
 
 def ablation(cfg: Config, out: str, *, device="cpu", num_beams: int = 3, max_length: int = 30,
-             meteor: bool = True, progress: bool = True) -> List[tuple]:
+             meteor: bool = True, progress: bool = True, resume: bool = False) -> List[tuple]:
     """The paper's ablation at one equal budget (``cfg.steps`` each): one run folder per
-    variant under ``out``, scored on the held-out split. Returns ``[(name, scores)]`` and
-    writes ``out/results.md``."""
+    variant under ``out``, scored on the held-out split; ``resume`` continues the variants'
+    runs from their checkpoints (a finished one is only loaded). Returns ``[(name, scores)]``
+    and writes ``out/results.md``."""
     from ..train.checkpoint import seed_everything
 
     train_corpus, held_out = corpora(cfg)
@@ -337,10 +349,9 @@ def ablation(cfg: Config, out: str, *, device="cpu", num_beams: int = 3, max_len
         model = make_model(vocab, train_corpus, **vcfg.model_options())
         print(f"== {name}")
         t0 = time.perf_counter()
-        # A variant whose run already finished is loaded from its checkpoint, not trained again.
-        run = open_run(os.path.join(out, name.replace(" ", "_")), vcfg, resume=True)
+        run = open_run(os.path.join(out, name.replace(" ", "_")), vcfg, resume=resume)
         fit(model, vocab, train_corpus, steps=vcfg.steps, out_dir=run.path, batch_size=vcfg.batch_size, lr=vcfg.lr,
-            seed=vcfg.seed, device=device, progress=progress, resume=True)
+            seed=vcfg.seed, device=device, progress=progress, resume=resume, checkpoint_every=vcfg.checkpoint_every)
         seconds = time.perf_counter() - t0
         scores = evaluate(model, vocab, held_out, num_beams=num_beams, max_length=max_length, device=device,
                           meteor=meteor)

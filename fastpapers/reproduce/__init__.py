@@ -8,20 +8,21 @@ its *validation* score). :func:`reproduce` trains and evaluates every (variant, 
 replicate) through the paper's recipe, one run folder each under ``runs_dir``, and writes::
 
     <out_dir>/<paper>/results.json   every number with its variant, replicate, seed, settings,
-                                     CPU seconds (time.process_time of the run), the commit
-                                     and the command line
+                                     training and evaluation CPU seconds (time.process_time),
+                                     the commit and the command line
     <out_dir>/<paper>/README.md      the table: mean ± standard deviation over replicates
     <out_dir>/<paper>/*.png          the headline bar chart and the paper's own figures
 
-A finished run keeps a ``result.json`` in its folder; ``resume=True`` reuses those and
-continues unfinished ones from their checkpoints, so an interrupted reproduction never redoes
-finished work. Without ``resume`` an existing run folder is refused (nothing is overwritten).
+Each run folder holds ``job.json`` (its settings, written when it starts) and, once scored,
+``result.json``. ``resume=True`` reuses finished runs and continues unfinished ones from their
+checkpoints, so an interrupted reproduction never redoes finished work; a stored run made with
+other settings (another budget scale, say) is refused by name, never mixed in. Without
+``resume`` an existing run folder is refused (nothing is overwritten).
 """
 import json
 import math
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -35,15 +36,18 @@ __all__ = ["Protocol", "PROTOCOLS", "PAPERS", "reproduce", "summarise", "registe
 class Protocol:
     """One paper's headline comparison.
 
-    ``run(config: dict, run_dir, device, progress) -> {metric: float}`` trains one variant in
-    ``run_dir`` and evaluates it; ``config`` is ``base`` + the scaled ``budget`` + the variant's
-    and the replicate's settings (+ the sweep value). ``figures(out_dir, results, runs_dir)``
-    may draw paper-specific PNGs and return their paths.
+    ``train(config: dict, run_dir, *, device, progress, resume) -> handle`` trains one variant
+    in ``run_dir`` (``resume``: continue the run there); ``evaluate(handle, config, *, device)
+    -> {metric: float}`` scores it. ``config`` is ``base`` + the scaled ``budget`` + the
+    variant's and the replicate's settings (+ the sweep value). The two are timed apart.
+    ``figures(out_dir, results, runs_dir, device=...)`` may draw paper-specific PNGs and return
+    their paths.
     """
     paper: str
     claim: str
     variants: Dict[str, dict]
-    run: Callable[..., Dict[str, float]]
+    train: Callable[..., object]
+    evaluate: Callable[..., Dict[str, float]]
     metrics: Sequence[str]
     headline: str
     base: dict = field(default_factory=dict)
@@ -126,6 +130,11 @@ def reproduce(paper: str, *, out_dir: str = "docs/results", runs_dir: str = "run
     budget = _scaled(protocol.budget, budget_scale)
     points = _sweep_points(protocol)
     jobs = [(v, p, r) for v in chosen for p in points for r in protocol.replicates]
+    commit = _commit()
+    if command is None:
+        command = " ".join(["fastpapers reproduce", paper, f"--budget-scale {budget_scale:g}", f"--device {device}",
+                            f"--out {out_dir}", f"--runs {runs_dir}"]
+                           + ([f"--variants {' '.join(repr(v) for v in chosen)}"] if variants is not None else []))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -134,28 +143,21 @@ def reproduce(paper: str, *, out_dir: str = "docs/results", runs_dir: str = "run
     for variant, point, rep in jobs:
         parts = [runs_dir, paper, variant.replace(" ", "_")] + ([_label(point)] if point else []) + [rep]
         run_dir = os.path.join(*parts)
-        done = os.path.join(run_dir, "result.json")
-        if resume and os.path.isfile(done):
-            rows.append(read_json_file(done, what="reproduce result"))
-        else:
-            config = {**protocol.base, **budget, **protocol.variants[variant], **protocol.replicates[rep], **point}
-            t0 = time.process_time()
-            metrics = protocol.run(config, run_dir, device=device, progress=False, resume=resume)
-            row = {"variant": variant, "replicate": rep, "sweep": point, "config": config,
-                   "cpu_seconds": round(time.process_time() - t0, 2), "metrics": metrics}
-            atomic_save_json(row, done)
-            rows.append(row)
+        config = {**protocol.base, **budget, **protocol.variants[variant], **protocol.replicates[rep], **point}
+        rows.append(_one_job(protocol, variant, rep, point, config, run_dir, device=device, resume=resume,
+                             commit=commit))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    results = {"paper": paper, "claim": protocol.claim, "commit": _commit(),
-               "command": command or " ".join(["fastpapers", "reproduce"] + sys.argv[2:]),
+    results = {"paper": paper, "claim": protocol.claim, "commit": commit, "command": command,
                "budget_scale": budget_scale, "budget": budget, "device": device, "sweep": protocol.sweep,
                "select_by": protocol.select_by, "runs": rows}
     results["summary"] = summarise(protocol, rows)
     folder = os.path.join(out_dir, paper)
     os.makedirs(folder, exist_ok=True)
+    # The numbers are written before any figure is drawn: a figure can never cost the results.
+    atomic_save_json(results, os.path.join(folder, "results.json"), indent=1)
     figures = [_headline_figure(protocol, results["summary"], folder)]
     if protocol.figures is not None:
         figures += protocol.figures(folder, results, os.path.join(runs_dir, paper), device=device)
@@ -164,6 +166,46 @@ def reproduce(paper: str, *, out_dir: str = "docs/results", runs_dir: str = "run
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(_readme(protocol, results))
     return results
+
+
+def _differing(a: dict, b: dict) -> List[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _one_job(protocol: Protocol, variant, rep, point, config, run_dir, *, device, resume, commit) -> dict:
+    """Train and evaluate one (variant, sweep value, replicate), or reuse its finished result.
+
+    ``job.json`` records the settings when the run starts, ``result.json`` when it is scored;
+    both are compared with the settings asked for now, so a resume never mixes budgets."""
+    done, job = os.path.join(run_dir, "result.json"), os.path.join(run_dir, "job.json")
+    for path in (done, job):
+        if os.path.isfile(path):
+            if not resume:
+                raise ValueError(f"{run_dir} already holds a reproduction run: pass --resume to reuse or "
+                                 "continue it, or choose another --runs folder")
+            stored = read_json_file(path, what="reproduction record")
+            differ = _differing(stored.get("config", {}), config)
+            if differ:
+                raise ValueError(f"--resume: the run in {run_dir} was made with other settings of {differ} "
+                                 f"({ {k: stored.get('config', {}).get(k) for k in differ} }, now "
+                                 f"{ {k: config.get(k) for k in differ} }); choose another --runs folder")
+            if path == done:
+                return stored
+    resumed = os.path.isfile(job)
+    if not resumed:
+        os.makedirs(run_dir, exist_ok=True)
+        atomic_save_json({"config": config, "commit": commit}, job)
+    t0 = time.process_time()
+    handle = protocol.train(config, run_dir, device=device, progress=False, resume=resumed)
+    t1 = time.process_time()
+    metrics = protocol.evaluate(handle, config, device=device)
+    t2 = time.process_time()
+    row = {"variant": variant, "replicate": rep, "sweep": point, "config": config, "commit": commit,
+           # A resumed run's training time counts only the attempt that finished it.
+           "resumed": resumed, "train_cpu_seconds": round(t1 - t0, 2), "eval_cpu_seconds": round(t2 - t1, 2),
+           "metrics": metrics}
+    atomic_save_json(row, done)
+    return row
 
 
 def _mean_std(values: List[float]):
@@ -195,22 +237,29 @@ def summarise(protocol: Protocol, rows: List[dict]) -> Dict[str, dict]:
         for name in protocol.metrics:
             m, sd, n = _mean_std([r["metrics"].get(name) for r in at])
             stats[name] = {"mean": m, "std": sd, "n": n}
-        out[variant] = {"sweep": best, "metrics": stats,
-                        "cpu_seconds": round(sum(r["cpu_seconds"] for r in at) / max(len(at), 1), 1)}
+        out[variant] = {"sweep": best, "metrics": stats, "replicates": len(at),
+                        "train_cpu_seconds": round(sum(_train_cpu(r) for r in at) / max(len(at), 1), 1),
+                        "resumed": sum(bool(r.get("resumed")) for r in at)}
     return out
 
 
-def _fmt(stat) -> str:
+def _train_cpu(row: dict) -> float:
+    # Rows written before training and evaluation were timed apart hold one total.
+    return row["train_cpu_seconds"] if "train_cpu_seconds" in row else row["cpu_seconds"]
+
+
+def _fmt(stat, total: int) -> str:
     if stat["mean"] is None:
-        return "–"
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+        return f"– (0/{total})"
+    text = f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    return text if stat["n"] == total else f"{text} ({stat['n']}/{total})"
 
 
 def _headline_figure(protocol: Protocol, summary: dict, folder: str) -> str:
     from ..viz import bar_chart
-    names = list(summary)
-    means = [summary[v]["metrics"][protocol.headline]["mean"] or 0.0 for v in names]
-    errs = [summary[v]["metrics"][protocol.headline]["std"] or 0.0 for v in names]
+    names = [v for v in summary if summary[v]["metrics"][protocol.headline]["mean"] is not None]
+    means = [summary[v]["metrics"][protocol.headline]["mean"] for v in names]
+    errs = [summary[v]["metrics"][protocol.headline]["std"] for v in names]
     return bar_chart(names, means, errs, os.path.join(folder, f"{protocol.headline}.png"),
                      title=f"{protocol.paper}: {protocol.headline}, mean +- sd over replicates")
 
@@ -225,14 +274,16 @@ def _readme(protocol: Protocol, results: dict) -> str:
         (name, values), = protocol.sweep.items()
         lines += [f"Every variant ran at {name} = {', '.join(map(str, values))}; the table shows each at the "
                   f"value with the best mean `{protocol.select_by}`.", ""]
-    header = ["variant"] + (["chosen"] if protocol.sweep else []) + list(protocol.metrics) + ["CPU s / run"]
+    header = ["variant"] + (["chosen"] if protocol.sweep else []) + list(protocol.metrics) + ["train CPU s / run"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, s in summary.items():
         cells = [variant] + ([_label(s["sweep"])] if protocol.sweep else [])
-        cells += [_fmt(s["metrics"][m]) for m in protocol.metrics] + [f"{s['cpu_seconds']:g}"]
+        cells += [_fmt(s["metrics"][m], s["replicates"]) for m in protocol.metrics] + [f"{s['train_cpu_seconds']:g}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± standard deviation over the replicates; every number, per run, is in "
-              "`results.json`.", ""]
+    lines += ["", "Mean ± standard deviation over the replicates (n/N where some replicate gave no number); "
+              "every number, per run, is in `results.json`. Training CPU seconds are `time.process_time()` of "
+              "the training call (the first run of a process also pays one-time import and weight-loading "
+              "costs; a resumed run counts only the attempt that finished it).", ""]
     if protocol.notes:
         lines += [protocol.notes, ""]
     lines += [f"![{f}]({f})" for f in results.get("figures", [])]

@@ -5,11 +5,15 @@ from ..data import AmbiguousTransduction
 from . import Protocol, register
 
 
-def run(config, run_dir, *, device="cpu", progress=False, resume=False):
+def train(config, run_dir, *, device="cpu", progress=False, resume=False):
+    from ..recipes import mixer as R
+    return R.train(R.Config(**config), run_dir, resume=resume, device=device, progress=progress)
+
+
+def evaluate(run, config, *, device="cpu"):
     from ..recipes import mixer as R
 
     cfg = R.Config(**config)
-    run = R.train(cfg, run_dir, resume=resume, device=device, progress=progress)
     model = R.load(run, device).nets["model"]
     # Validation (picks the learning rate) and test pairs come from seed streams no training
     # seed uses.
@@ -27,10 +31,11 @@ PROTOCOL = register(Protocol(
     claim="MIXER (XENT annealed into REINFORCE on a BLEU reward) beats XENT, DAD and E2E in BLEU-4 "
           "with greedy and with beam decoding.",
     variants={"xent": {"algo": "xent"}, "dad": {"algo": "dad"}, "e2e": {"algo": "e2e"}, "mixer": {"algo": "mixer"}},
-    run=run,
+    train=train,
+    evaluate=evaluate,
     metrics=("val_bleu4", "bleu4_greedy", "bleu4_beam5", "sentence_bleu4_greedy", "exact_match_greedy"),
     headline="bleu4_greedy",
-    base={"data": "ambiguous", "batch_size": 32, "hidden": 128, "emb": 64, "checkpoint_every": 500},
+    base={"data": "ambiguous", "batch_size": 32, "hidden": 128, "emb": 64},
     budget={"steps": 2000},
     sweep={"lr": [1e-3, 3e-3, 1e-2]},
     select_by="val_bleu4",

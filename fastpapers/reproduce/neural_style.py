@@ -11,18 +11,28 @@ PAIRS = {"astronaut_x_brick": ("skimage:astronaut", "skimage:brick"),
          "coffee_x_gravel": ("skimage:coffee", "skimage:gravel")}
 
 
-def run(config, run_dir, *, device="cpu", progress=False, resume=False):
+def train(config, run_dir, *, device="cpu", progress=False, resume=False):
+    """One transfer (nothing to resume: an unfinished one starts again); the result and the
+    per-iteration losses are written into ``run_dir``."""
     from ..recipes import neural_style as R
+    from ..train.checkpoint import atomic_save_json
     from ..viz import save_image
 
     cfg = R.Config(**config)
-    image, history = R.transfer(cfg, device=device, progress=progress)
+    net = R.build(cfg)["vgg"]
+    image, history = R.transfer(cfg, device=device, progress=progress, net=net)
     os.makedirs(run_dir, exist_ok=True)
     save_image(image, os.path.join(run_dir, "result.png"))
-    with open(os.path.join(run_dir, "history.json"), "w") as f:
-        json.dump(history, f)
+    atomic_save_json(history, os.path.join(run_dir, "history.json"))
+    return image, history, net
+
+
+def evaluate(handle, config, *, device="cpu"):
+    from ..recipes import neural_style as R
+
+    image, history, net = handle
     first, last = history[0], history[-1]
-    scores = R.evaluate(cfg, image)
+    scores = R.evaluate(R.Config(**config), image, net=net)
     return {"style_reduction_pct": 100.0 * (1.0 - last["style"] / first["style"]),
             "final_style_loss": last["style"], "final_content_loss": last["content"],
             "style_distance": scores["style_distance"], "content_style_distance": scores["content_style_distance"]}
@@ -70,7 +80,8 @@ PROTOCOL = register(Protocol(
               "L-BFGS content": {"optimizer": "lbfgs", "init": "content"},
               "Adam noise": {"optimizer": "adam", "init": "noise"},
               "Adam content": {"optimizer": "adam", "init": "content"}},
-    run=run,
+    train=train,
+    evaluate=evaluate,
     metrics=("style_reduction_pct", "final_style_loss", "final_content_loss", "style_distance",
              "content_style_distance"),
     headline="style_reduction_pct",

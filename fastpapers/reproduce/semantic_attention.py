@@ -4,11 +4,15 @@ shapes-world scenes with relational captions."""
 from . import Protocol, register
 
 
-def run(config, run_dir, *, device="cpu", progress=False, resume=False):
+def train(config, run_dir, *, device="cpu", progress=False, resume=False):
+    from ..recipes import semantic_attention as R
+    return R.train(R.Config(**config), run_dir, resume=resume, device=device, progress=progress)
+
+
+def evaluate(run, config, *, device="cpu"):
     from ..recipes import semantic_attention as R
 
     cfg = R.Config(**config)
-    run = R.train(cfg, run_dir, resume=resume, device=device, progress=progress)
     loaded = R.load(run, device)
     _, held_out = R.corpora(cfg)
     scores = R.evaluate(loaded.nets[R.MODULE], loaded.artefacts["vocab"], held_out, num_beams=3, max_length=30,
@@ -26,7 +30,8 @@ PROTOCOL = register(Protocol(
         ("output", dict(input_attention=False, output_attention=True, regularize=False)),
         ("input+output", dict(input_attention=True, output_attention=True, regularize=False)),
         ("input+output+g", dict(input_attention=True, output_attention=True, regularize=True))]},
-    run=run,
+    train=train,
+    evaluate=evaluate,
     metrics=("BLEU-1", "BLEU-4", "CIDEr", "attr_recall", "detector_precision"),
     headline="CIDEr",
     base={"scenes": 3000, "size": 32, "batch_size": 32, "lr": 2e-3},
