@@ -130,6 +130,9 @@ def _record(info, median, rate):
 
 @functools.lru_cache(maxsize=None)
 def _commit():
+    """$FASTPAPERS_COMMIT (for a copy of the tree without .git, as on the lent GPU), else git's."""
+    if os.environ.get("FASTPAPERS_COMMIT"):
+        return os.environ["FASTPAPERS_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                               cwd=os.path.dirname(__file__)).stdout.strip() or "unknown"

@@ -4,13 +4,14 @@ the top kernels, and the host synchronisations per call, for ours and the peer s
     python benchmarks/gpu/profile.py                 # CUDA, the benchmark shapes
     python benchmarks/gpu/profile.py --device cpu    # smoke check: small shapes, CPU ops
 
-Per case: three warm-up calls; ``iters`` calls (at most --iters, fewer where a call is slow,
+Per case: two warm-up calls (the second timed); ``iters`` calls (at most --iters, fewer where a call is slow,
 so that each case takes about --budget seconds) timed with one synchronisation at the end
 (wall ms/call: what a stream of calls costs, host work included); then the same loop under
 torch.profiler. "GPU kernels" sums the device events (kernels, memcpy, memset) per call;
 wall minus that is host work or idle device. ``host:`` lines count, per call, the calls that
 make the host wait for the device (aten::item / _local_scalar_dense, cudaStreamSynchronize,
-cudaDeviceSynchronize less the loop's final one, device-to-host copies). On the CPU the top
+cudaDeviceSynchronize less the loop's final one, and the memcpy calls, of which the
+device-to-host ones wait). On the CPU the top
 lines are the ops by self CPU time. A summary table closes the output.
 """
 import argparse
@@ -171,8 +172,7 @@ def _is_device_event(e):
 
 
 def profile_call(fn, dev, max_iters, budget):
-    for _ in range(3):
-        fn()
+    fn()  # first call: compilation, allocator growth
     _sync(dev)
     t0 = time.perf_counter()
     fn()
@@ -235,6 +235,14 @@ def main(argv=None):
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     out(f"fastpapers profile on {name}, torch {torch.__version__}{', small shapes' if small else ''}")
     rows = []
+    try:
+        _run_cases(dev, small, a, out, rows)
+    except KeyboardInterrupt:  # cut at the harness's time limit: keep what was measured
+        out("### interrupted: the summary covers the cases above")
+    _summary(rows, out)
+
+
+def _run_cases(dev, small, a, out, rows):
     for make in CASES:
         try:
             cases = list(make(dev, small))
@@ -255,6 +263,9 @@ def main(argv=None):
                     continue
                 report(f"{impl} {case}", r, dev, a.top, out)
                 rows.append((f"{impl} {case}", r))
+
+
+def _summary(rows, out):
     out()
     out("| case | wall ms/call | GPU kernel ms/call | kernel share | item/call | stream syncs/call |")
     out("|---|---|---|---|---|---|")

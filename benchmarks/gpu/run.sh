@@ -7,18 +7,20 @@
 # Everything lands in OUT_DIR (at most 8 files come back from the device tool):
 #   env.txt build.log tests.log bench.log bench.json table.md profile.txt
 #
-# Usage (repository root or anywhere): bash benchmarks/gpu/run.sh [OUT_DIR]
-#   OUT_DIR defaults to $OUT (the device tool's folder), else ./gpu_out.
+# Usage (repository root or anywhere): [FASTPAPERS_COMMIT=<hash>] bash benchmarks/gpu/run.sh [OUT_DIR]
+#   OUT_DIR defaults to $OUT (the device tool's folder), else ./gpu_out. FASTPAPERS_COMMIT
+#   labels the table where the tree travels without .git.
 #
 # The machine (device KINDS.md): python3 with torch 2.11 cu130, triton 3.6, torchvision 0.26,
-# transformers, pytest-benchmark; no network, no kornia, no pycocoevalcap. kornia travels as
-# wheels: once, in the checkout the device tool sends,
+# transformers, pytest-benchmark; no network, no kornia, no pycocoevalcap. Both travel in an
+# ignored folder .whl of the checkout the device tool sends (the lead's), made once there:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl kornia==0.9.0 kornia_rs==0.2.0
-# (7.3 MB), then run with carry [".whl"]:  run(command="bash benchmarks/gpu/run.sh", carry=[".whl"])
-# Without the folder the kornia cases skip. pycocoevalcap's wheel is over 100 MB (its METEOR
-# and tokenizer jars), more than a call may carry: its test cases and benchmark skip.
+#   mkdir -p .whl/site/pycocoevalcap && cp -r .venv/lib/python3*/site-packages/pycocoevalcap/{bleu,cider,rouge} \
+#     .whl/site/pycocoevalcap/     # pure Python, 0.1 MB; the whole package is 101 MB of jars
+# (7 MB in all), then: run(command="bash benchmarks/gpu/run.sh", carry=[".whl"], timeout_s=600).
+# Without them only the cases that need them skip (kornia peers, coco-caption oracles).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT_DIR=${1:-${OUT:-gpu_out}}
@@ -32,6 +34,7 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fp_site \
     "$WHEELS"/*.whl && export PYTHONPATH=/tmp/fp_site${PYTHONPATH:+:$PYTHONPATH}
 fi
+[ -d "$WHEELS/site" ] && export PYTHONPATH=$(cd "$WHEELS/site" && pwd)${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 
@@ -40,7 +43,9 @@ export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
   $PY -c "import torch, triton, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'triton', triton.__version__, 'torchvision', torchvision.__version__)"
   $PY -c "import kornia; print('kornia', kornia.__version__)" 2>/dev/null || echo "kornia: not installed"
-  git log -1 --format='commit %h %s' 2>/dev/null
+  $PY -c "import pycocoevalcap.cider.cider" 2>/dev/null && echo "pycocoevalcap: bleu/cider/rouge" \
+    || echo "pycocoevalcap: not installed"
+  echo "commit ${FASTPAPERS_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 } 2>&1 | tee "$OUT_DIR/env.txt"
 $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "no CUDA device visible"; exit 1; }
 
@@ -77,7 +82,7 @@ grep -E "^(FAILED|ERROR)|passed|failed" "$OUT_DIR/bench.log" | tail -20
 # 4. Profile summary, printed last (the device tool returns the output's tail).
 stamp "profile start"
 timeout -s INT -k 10 60 $PY benchmarks/gpu/profile.py --device cuda --iters 20 --budget 0.3 \
-  >"$OUT_DIR/profile.txt" 2>&1
+  2>&1 | grep -v "^USDT:" >"$OUT_DIR/profile.txt"
 stamp "profile end (rc $?)"
 cat "$OUT_DIR/table.md" 2>/dev/null
 sed -n '/^| case | wall/,$p' "$OUT_DIR/profile.txt"
