@@ -7,7 +7,8 @@ Why the two sides do the same work:
 - Inputs: the same (1, 3, 192, 192) float32 image on the device and two copies of one model
   with the same seeded weights; the sides differ only in ``model.nms_fn`` and
   ``model.roi_fn`` (ours: fastpapers.ops.nms / roi_bilinear; peer: torchvision.ops.nms /
-  the grid_sample composition of fastpapers.reference.roi).
+  the F.affine_grid + F.grid_sample composition with the image's map expanded to the rois,
+  not copied per roi, benchmarks/peers.py).
 - Outputs: ``model.predict`` (under no_grad) on both sides: boxes, scores, tokens and caption
   strings of the kept detections; checked equal before timing.
 - Precision: float32; the convolutions and products follow the process's defaults
@@ -21,9 +22,9 @@ import torch
 import torchvision
 
 from benchmarks.conftest import DEVICE, measure, sync, tag
+from benchmarks.peers import grid_sample_rois
 from fastpapers.data.shapes import ShapesDense, shapes_vocabulary
 from fastpapers.models.densecap import shapes_model
-from fastpapers.reference import roi as ref
 
 SIZE = 192
 
@@ -37,7 +38,7 @@ def _model(impl):
         m.rpn.head.weight.view(m.rpn.k, 5, -1)[:, 4].mul_(100)
     if impl == "peer":
         m.nms_fn = torchvision.ops.nms
-        m.roi_fn = ref.roi_bilinear
+        m.roi_fn = grid_sample_rois
     return m.to(DEVICE).eval()
 
 

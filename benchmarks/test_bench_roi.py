@@ -1,5 +1,6 @@
 """ROI sampling vs its peers: roi_align vs torchvision.ops.roi_align, roi_bilinear vs the
-F.affine_grid + F.grid_sample composition it is specified by (fastpapers.reference.roi).
+F.affine_grid + F.grid_sample composition it is specified by, with the one-image map passed
+to grid_sample as an expanded view, not the oracle's per-roi copy (benchmarks/peers.py).
 
 Case of DESIGN.md: C=512, a 38x50 map (a 600x800 image at stride 16), 7x7 output, sampling
 ratio 2 for roi_align; 256 rois, and 2,000 (a Faster R-CNN proposal count, GPU only: the
@@ -25,8 +26,8 @@ import torch
 import torchvision
 
 from benchmarks.conftest import DEVICE, measure, sync, tag
+from benchmarks.peers import grid_sample_rois
 from fastpapers import ops
-from fastpapers.reference import roi as ref
 
 C, H, W, OUT, SCALE, SR = 512, 38, 50, 7, 1 / 16, 2
 
@@ -47,7 +48,7 @@ def _align(impl):
 
 
 def _bilinear(impl):
-    fn = ref.roi_bilinear if impl == "peer" else ops.roi_bilinear
+    fn = grid_sample_rois if impl == "peer" else ops.roi_bilinear
     return lambda x, rois: fn(x, rois, OUT, SCALE)
 
 
@@ -79,7 +80,7 @@ def _bytes(x, rois, grad, mode, rois_grad):
 
 CASES = {
     "roi_align": (_align, "torchvision.ops.roi_align", False, f"sr {SR}, "),
-    "roi_bilinear": (_bilinear, "F.affine_grid + F.grid_sample", True, ""),
+    "roi_bilinear": (_bilinear, "F.affine_grid + F.grid_sample (map expanded, no copy)", True, ""),
 }
 
 

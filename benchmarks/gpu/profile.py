@@ -33,9 +33,9 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from benchmarks.peers import grid_sample_rois  # noqa: E402
 from fastpapers import ops  # noqa: E402
 from fastpapers.reference import gram as ref_gram  # noqa: E402
-from fastpapers.reference import roi as ref_roi  # noqa: E402
 
 HOST_WAITS = ("aten::item", "aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
               "cudaMemcpy", "cudaMemcpyAsync")
@@ -70,7 +70,7 @@ def _roi_cases(dev, small):
     align = {"ours": lambda a, r: ops.roi_align(a, r, 7, 1 / 16, 2),
              "peer": lambda a, r: torchvision.ops.roi_align(a, r, 7, 1 / 16, 2)}
     bil = {"ours": lambda a, r: ops.roi_bilinear(a, r, 7, 1 / 16),
-           "peer": lambda a, r: ref_roi.roi_bilinear(a, r, 7, 1 / 16)}
+           "peer": lambda a, r: grid_sample_rois(a, r, 7, 1 / 16)}
 
     def fwd(fn):
         def run():
