@@ -150,7 +150,8 @@ def table_text() -> str:
         policy = (f", TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}, "
                   f"cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}")
     lines = [f"fastpapers benchmarks on {device_name()}, torch {torch.__version__}, commit {_commit()}{policy}", "",
-             "| case | peer | what each side computes | peer median (ms) | ours median (ms) | speed-up | ours vs chip limit |",
+             "| case | peer | what each side computes | peer median (ms) | ours median (ms) | speed-up "
+             "| ours vs chip limit |",
              "|---|---|---|---|---|---|---|"]
     for case, r in _ROWS.items():
         ratio = f"{r['peer'] / r['ours']:.2f}x" if r["peer"] and r["ours"] else "-"

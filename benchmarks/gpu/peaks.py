@@ -65,12 +65,14 @@ def rate_text(seconds: float, *, nbytes: Optional[float] = None, flops: Optional
     if nbytes is not None:
         text = f"{_num(nbytes / seconds / 1e9)} GB/s"
         if peaks:
-            text += f" ({nbytes / seconds / peaks['dram']:.0%} of {peaks['dram'] / 1e12:.3g} TB/s DRAM)".replace("%", " %")
+            frac = f"{nbytes / seconds / peaks['dram']:.0%}".replace("%", " %")
+            text += f" ({frac} of {peaks['dram'] / 1e12:.3g} TB/s DRAM)"
         return text
     text = f"{_num(flops / seconds / 1e12)} TFLOP/s"
     peak = matmul_peak(device_name, dtype, tf32=tf32)
     if peak:
         label = _DTYPE_KEY[str(dtype).replace("torch.", "")]
         label = "tf32" if label == "fp32" and tf32 else label
-        text += f" ({flops / seconds / peak:.0%} of {peak / 1e12:.0f} {label})".replace("%", " %")
+        frac = f"{flops / seconds / peak:.0%}".replace("%", " %")
+        text += f" ({frac} of {peak / 1e12:.0f} {label})"
     return text
