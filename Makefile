@@ -37,10 +37,12 @@ install: build
 test: install
 	$(VPY) -m pytest tests -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
 
+# Peer vs ours on this machine's CPU (or GPU): the run ends with the table (case, peer, what
+# each side computes, both medians, speed-up, ours vs the chip limit), also written to
+# benchmarks/table.md. On a lent GPU use benchmarks/gpu/run.sh instead (it builds and tests too).
 bench: install
 	TRITON_INTERPRET=0 $(VPY) -m pytest benchmarks -q -p no:cacheprovider \
 	  --benchmark-json=benchmarks/results.json --benchmark-columns=min,median,max,rounds
-	@cat benchmarks/table.md
 
 # The demo runs on the CPU: it builds the CPU kernels only (CUDA too where a GPU is visible),
 # which keeps a fresh machine's set-up short; `make test` recompiles with the CUDA sources.
