@@ -1,12 +1,12 @@
 """References for the beam-search engine.
 
 - :func:`beam_search_step`: the fused step written as log_softmax + mask + add + a stable
-  descending sort (equal scores by lower flat index): the oracle of the C++ and Triton
-  kernels, and their float64 CUDA path.
+  descending sort (equal scores by lower flat index), with the op's NaN rule for bad values:
+  the oracle of the C++ and Triton kernels, and their float64 CUDA path.
 - :func:`transformers_generate`: runs a step function through Hugging Face transformers'
   own decoders (``generate``: beam search, greedy, sampling), by wrapping it in a minimal
   ``PreTrainedModel`` whose forward returns the step function's logits. This is the oracle of
-  :func:`fastpapers.ops.beam_search` and the peer of its benchmark: both sides call the same
+  :func:`fastpapers.ops.beam_search` (and greedy_search, sample) and the peer of its benchmark: both sides call the same
   step function on the same [B*K, cur_len] token ids.
 """
 import torch
@@ -22,9 +22,15 @@ def beam_search_step(logits, beam_scores, num_beams, num_candidates, banned=None
         mask = torch.zeros((rows, vocab + 1), dtype=torch.bool, device=logits.device)
         mask.scatter_(1, torch.where(banned < 0, vocab, banned), True)
         lp = lp.masked_fill(mask[:, :vocab], float("-inf"))
-    scores = (lp + beam_scores.to(sdt)[:, None]).reshape(rows // num_beams, num_beams * vocab)
+    bs = beam_scores.to(sdt)
+    scores = (lp + bs[:, None]).reshape(rows // num_beams, num_beams * vocab)
     vals, idx = torch.sort(scores, dim=1, descending=True, stable=True)
-    return vals[:, :num_candidates].contiguous(), idx[:, :num_candidates].contiguous()
+    vals, idx = vals[:, :num_candidates].contiguous(), idx[:, :num_candidates].contiguous()
+    # The op's contract for bad values: a sentence with a row of NaN/+inf logits, a row without a
+    # finite logit, or a NaN/+inf beam score gets NaN scores.
+    bad_row = ~torch.isfinite(torch.logsumexp(logits.to(sdt), dim=-1)) | ~(bs < float("inf"))
+    bad = bad_row.view(rows // num_beams, num_beams).any(1, keepdim=True)
+    return vals.masked_fill(bad, float("nan")), idx
 
 
 def _step_model_class():
