@@ -125,6 +125,7 @@ bool row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_sc
   for (int64_t j = 0; j < warm; ++j) top.push(nb && is_banned(banned, nb, j) ? ninf : x[j], j);
   T m = ninf;
   double s = 0.0;
+  bool nan_seen = false;
   for (int64_t b0 = 0; b0 < V; b0 += kBlock) {
     const int64_t n = std::min(kBlock, V - b0);
     const int64_t nv = n - n % W;  // lanes handled by full vectors; the rest is a scalar tail
@@ -141,6 +142,9 @@ bool row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_sc
     const Vec mxv = at::vec::maximum(at::vec::maximum(mx0, mx1), at::vec::maximum(mx2, mx3));
     T bm = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, mxv);
     for (int64_t j = nv; j < n; ++j) bm = std::max(bm, p[j]);
+    // The vector max propagates NaN (the scalar tail's std::max may not, the exp-sum below
+    // does): a NaN block max would otherwise skip the block.
+    nan_seen |= std::isnan(bm);
     if (bm > m) {
       s = (m == ninf) ? 0.0 : s * std::exp(static_cast<double>(m) - static_cast<double>(bm));
       m = bm;
@@ -180,7 +184,7 @@ bool row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_sc
   const T log_sum = static_cast<T>(std::log(s));
   for (int64_t c = 0; c < top.size; ++c) tv[c] = ((tv[c] - m) - log_sum) + beam_score;
   const T inf = std::numeric_limits<T>::infinity();
-  return !(s > 0.0 && s < static_cast<double>(inf)) || !(m < inf) || !(beam_score < inf);
+  return nan_seen || !(s > 0.0 && s < static_cast<double>(inf)) || !(m < inf) || !(beam_score < inf);
 }
 
 std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits, const at::Tensor& beam_scores,
