@@ -202,9 +202,13 @@ class _Logits:
 
 
 def _check_step_scores(scores, t, checks):
-    """The fused step marks sentences with NaN/+inf logits by NaN scores (see beam_search_step)."""
+    """The fused step marks sentences with NaN/+inf logits by NaN scores (see beam_search_step).
+    Per step only in CUDA's checked mode (it synchronises); on the CPU the decoders check once
+    at the end instead (one reduction per step costs more than the bookkeeping of a small
+    step): a NaN mark is sticky, it reaches the running scores and stays there."""
     if checks and bool(torch.isnan(scores).any()):
-        raise OpValueError(f"step_fn returned logits with NaN or +inf, or a row without a finite value, at step {t}")
+        where = "" if t is None else f" at step {t}"
+        raise OpValueError(f"step_fn returned logits with NaN or +inf, or a row without a finite value{where}")
 
 
 class _Bans:

@@ -89,6 +89,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
     N = B * K
     reorder = _Reorder(reorder_state)
     checks = value_checks(input_ids)
+    step_checks = checks and dev.type != "cpu"
     eos_t = _device_ids(eos, dev) if eos else None
     bans = _Bans(N, eos_t, min_length, no_repeat_ngram_size)
     offset = torch.arange(B, device=dev)[:, None] * K
@@ -131,7 +132,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
             done = T * K * V  # above every (step * K + beam) * V + token
         banned = bans(seq, cur_len)
         cand_scores, cand_flat = fused_step(logits, run_scores.view(-1), K, C, banned)
-        _check_step_scores(cand_scores, t, checks)
+        _check_step_scores(cand_scores, t, step_checks)
         if output_scores:
             step_scores.append(_processed_log_probs(logits, banned, sdt))
         cand_tok = cand_flat % V
@@ -191,6 +192,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
                 going_hist.append(going)
             if flag.due(t) and flag.stop(going):
                 break
+    _check_step_scores(run_scores, None, checks and not step_checks)
     return _backtrack(input_ids, fin_scores, fin_code, done, torch.stack(hist), K, V, offset, R, pad_token_id,
                       step_scores, going_hist)
 

@@ -22,13 +22,14 @@ def _decode_loop(step_fn, input_ids, state, max_length, eos, pad, min_length, ng
     N, L0 = input_ids.shape
     T = max_length - L0
     checks = value_checks(input_ids)
+    step_checks = checks and dev.type != "cpu"
     eos_t = _device_ids(eos, dev) if eos else None
     bans = _Bans(N, eos_t, min_length, ngram)
     seq = torch.full((N, max_length), pad, dtype=torch.long, device=dev)
     seq[:, :L0] = input_ids
     unfinished = torch.ones(N, dtype=torch.bool, device=dev)
-    # L0 + the number of steps a row was unfinished at: the position after its EOS.
-    end_len = torch.full((N,), L0, dtype=torch.long, device=dev)
+    # The position after the row's EOS (max_length for a row that never ends).
+    end_len = torch.full((N,), max_length, dtype=torch.long, device=dev)
     flag = _StopFlag(dev, T)
     logits_check = _Logits(N, dev, eos)
     step_scores = [] if output_scores else None
@@ -38,19 +39,20 @@ def _decode_loop(step_fn, input_ids, state, max_length, eos, pad, min_length, ng
         logits, state = logits_check(step_fn(seq[:, :cur_len], state), t)
         if scores is None:
             scores = torch.zeros(N, dtype=_score_dtype(logits.dtype), device=dev)
-        tok, new_scores, processed = choose(logits, bans(seq, cur_len), scores, t, checks)
+        tok, new_scores, processed = choose(logits, bans(seq, cur_len), scores, t, step_checks)
         if output_scores:
             step_scores.append(processed)
-        end_len.add_(unfinished)
         if eos_t is None:
             seq[:, cur_len] = tok
             scores = new_scores
             continue
         seq[:, cur_len] = torch.where(unfinished, tok, pad)
         scores = torch.where(unfinished, new_scores, scores)
+        end_len = torch.where(unfinished, cur_len + 1, end_len)
         unfinished = unfinished & ~_is_eos(tok, eos, eos_t)
         if cur_len + 1 < max_length and flag.due(t) and flag.stop(unfinished.any()):
             break
+    _check_step_scores(scores, None, checks and not step_checks)
     # The one blocking read: the output's length (transformers stops once every row ended).
     length = max_length if dev.type == "meta" else int(end_len.max())
     if output_scores:
@@ -163,22 +165,30 @@ def sample(step_fn: Callable, input_ids: torch.Tensor, state=None, *, max_length
         if top_k:
             kth = torch.topk(x, min(top_k, x.shape[1]))[0][..., -1, None]
             x = x.masked_fill(x < kth, -math.inf)
-        if checks:
-            best = x.amax(-1)
-            if bool((best == -math.inf).any()):
-                raise OpValueError(f"sample: every token of a row is banned or has a -inf logit at step {t} "
-                                   f"(min_length / no_repeat_ngram_size leave nothing to draw)")
-            if not bool(torch.isfinite(best).all()):
-                raise OpValueError(f"step_fn returned logits with NaN or +inf at step {t}")
+        if checks:  # CUDA's checked mode: multinomial would fail in a device-side assertion
+            _check_drawable(x, t)
         probs = torch.softmax(x, dim=-1)
-        if not checks:
+        if x.device.type == "cuda" and not checks:
             # A row without a finite logit has NaN probabilities, which multinomial rejects with a
             # device-side assertion; as zeros it draws token 0.
             probs = torch.nan_to_num(probs, nan=0.0)
-        tok = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        try:
+            tok = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        except RuntimeError:
+            _check_drawable(x, t)  # names the problem (CPU: multinomial raised on NaN probabilities)
+            raise
         logp = torch.log_softmax(x, dim=-1).gather(1, tok[:, None])[:, 0]
         return tok, scores + logp, x if output_scores else None
 
     seqs, scores, _, step_scores = _decode_loop(step_fn, input_ids, state, max_length, eos, pad_token_id, min_length,
                                                 no_repeat_ngram_size, choose, output_scores)
     return GenerationOutput(sequences=seqs, sequences_scores=scores, scores=step_scores)
+
+
+def _check_drawable(x, t):
+    best = x.amax(-1)
+    if bool((best == -math.inf).any()):
+        raise OpValueError(f"sample: every token of a row is banned or has a -inf logit at step {t} "
+                           f"(min_length / no_repeat_ngram_size leave nothing to draw)")
+    if not bool(torch.isfinite(best).all()):
+        raise OpValueError(f"step_fn returned logits with NaN or +inf at step {t}")
