@@ -282,3 +282,34 @@ def test_decoders_no_host_sync_per_step(device, one_thread):
         assert all(o.sequences.shape[1] == 2 + steps for o in outs)
         counts.append(sum("synchroniz" in str(w.message) for w in caught))
     assert counts[0] == counts[1], counts
+
+
+def test_step_on_meta_tensors():
+    logits = torch.empty(6, 50, device="meta")
+    s, i = ops.beam_search_step(logits, torch.empty(6, device="meta"), 3, 6,
+                                torch.empty(6, 2, dtype=torch.long, device="meta"))
+    assert s.shape == i.shape == (2, 6) and s.device.type == "meta" and i.dtype == torch.long
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
+def test_step_cuda_no_sync_and_checked_mode(device):
+    # Unchecked, the CUDA op never synchronises and returns the NaN mark; checked mode raises.
+    x = torch.randn(4, 3000, device=device)
+    s = torch.zeros(4, device=device)
+    banned = torch.tensor([[1, -1], [3, 4], [-1, -1], [7, 8]], device=device)
+    ops.beam_search_step(x, s, 2, 4, banned)  # compile outside the counted region
+    bad = x.clone()
+    bad[3, 5] = float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got_s, got_i = ops.beam_search_step(bad, s, 2, 4, banned)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isnan(got_s[1]).all().item() and not torch.isnan(got_s[0]).any().item()
+    assert ((got_i >= 0) & (got_i < 2 * 3000)).all().item()
+    old = ops.set_checks(True)
+    try:
+        assert_raises_naming(OpValueError, "logits", ops.beam_search_step, bad, s, 2, 4, banned)
+    finally:
+        ops.set_checks(old)

@@ -85,8 +85,7 @@ def beam_search_step(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams:
         if banned.numel() and value_checks(banned) and bool(((banned < -1) | (banned >= vocab)).any()):
             raise OpValueError(f"banned must hold token ids in [0, {vocab}) or -1 for an unused slot")
     require_ext("beam_search_step")
-    scores, indices = torch.ops.fastpapers.beam_search_step(logits, beam_scores, int(num_beams),
-                                                            int(num_candidates), banned)
+    scores, indices = fused_step(logits, beam_scores, num_beams, num_candidates, banned)
     if scores.numel() and value_checks(scores) and bool(torch.isnan(scores).any()):
         raise OpValueError("logits and beam_scores must not hold NaN or +inf, and every logits row needs a "
                            "finite value (-inf marks a masked token)")
@@ -97,9 +96,10 @@ _launch = None
 
 
 def fused_step(logits, beam_scores, num_beams: int, num_candidates: int, banned=None):
-    """The op without the public checks, for the decoders (which build every input
-    themselves). CUDA float16/bfloat16/float32 logits go straight to the Triton launcher: the
-    dispatcher's round trip to a Python-registered kernel costs tens of microseconds per step."""
+    """The op after its checks (the decoders, which build every input themselves, call it
+    directly). Eager CUDA float16/bfloat16/float32 logits go straight to the Triton launcher:
+    the dispatcher's round trip to a Python-registered kernel costs tens of microseconds per
+    call; under torch.compile and on other devices it is the registered op."""
     global _launch
     if logits.is_cuda and logits.dtype != torch.float64 and not torch.compiler.is_compiling():
         if _launch is None:
