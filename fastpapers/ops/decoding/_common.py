@@ -230,8 +230,8 @@ def _banned_tokens(seq, cur_len, eos_rows, min_length, ngram):
     if eos_rows is not None and cur_len < min_length:
         parts.append(eos_rows.expand(seq.shape[0], eos_rows.shape[-1]))
     if ngram and cur_len >= ngram:
-        windows = seq[:, :cur_len].unfold(1, ngram, 1)
-        prefix = seq[:, cur_len + 1 - ngram:cur_len]
+        windows = seq.narrow(1, 0, cur_len).unfold(1, ngram, 1)
+        prefix = seq.narrow(1, cur_len + 1 - ngram, ngram - 1)
         match = (windows[..., :-1] == prefix[:, None, :]).all(-1)
         parts.append(torch.where(match, windows[..., -1], -1))
     if not parts:

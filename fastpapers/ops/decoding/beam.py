@@ -117,7 +117,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
     V = done = 0
     for t in range(T):
         cur_len = L0 + t
-        logits, state = logits_check(step_fn(seq[:, :cur_len], state), t)
+        logits, state = logits_check(step_fn(seq.narrow(1, 0, cur_len), state), t)
         if run_scores is None:
             V = logits.shape[1]
             sdt = _score_dtype(logits.dtype)
@@ -168,7 +168,7 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
         src = torch.div(sel_flat, V, rounding_mode="floor").add_(offset).view(-1)
         torch.index_select(seq, 0, src, out=spare)
         seq, spare = spare, seq
-        seq[:, cur_len] = cand_tok.gather(1, sel).view(-1)
+        seq.select(1, cur_len).copy_(cand_tok.gather(1, sel).view(-1))
         state = reorder(state, src, N, "B*K (one per beam)")
 
         # transformers' stopping heuristic, evaluated at the new length.
@@ -176,10 +176,10 @@ def beam_search(step_fn: Callable, input_ids: torch.Tensor, state=None, *, num_b
             best_len = max_length - L0
         else:
             best_len = cur_len + 1 - L0
-        best_running = run_scores[:, :1] / (best_len ** length_penalty)
+        best_running = run_scores.narrow(1, 0, 1) / (best_len ** length_penalty)
         # fin_scores is sorted best first (topk), so its last column is the minimum; a [B, K]
         # min-reduction wakes the OpenMP pool and cost 30 ms per step on a busy 2-core machine.
-        worst_finished = torch.where(fin_done, fin_scores[:, -1:], -1e9)
+        worst_finished = torch.where(fin_done, fin_scores.narrow(1, K - 1, 1), -1e9)
         unsat = unsat & (best_running > worst_finished).any(-1, keepdim=True)
         # transformers also stops when every candidate hit a stopping criterion; before the
         # last step (where the loop ends anyway) that cannot happen: each beam row holds at

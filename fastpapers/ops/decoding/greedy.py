@@ -36,17 +36,17 @@ def _decode_loop(step_fn, input_ids, state, max_length, eos, pad, min_length, ng
     scores = None
     for t in range(T):
         cur_len = L0 + t
-        logits, state = logits_check(step_fn(seq[:, :cur_len], state), t)
+        logits, state = logits_check(step_fn(seq.narrow(1, 0, cur_len), state), t)
         if scores is None:
             scores = torch.zeros(N, dtype=_score_dtype(logits.dtype), device=dev)
         tok, new_scores, processed = choose(logits, bans(seq, cur_len), scores, t, step_checks)
         if output_scores:
             step_scores.append(processed)
         if eos_t is None:
-            seq[:, cur_len] = tok
+            seq.select(1, cur_len).copy_(tok)
             scores = new_scores
             continue
-        seq[:, cur_len] = torch.where(unfinished, tok, pad)
+        seq.select(1, cur_len).copy_(torch.where(unfinished, tok, pad))
         scores = torch.where(unfinished, new_scores, scores)
         end_len = torch.where(unfinished, cur_len + 1, end_len)
         unfinished = unfinished & ~_is_eos(tok, eos, eos_t)
