@@ -2,8 +2,8 @@
 on CPU tensors and to the CUDA/Triton kernel on CUDA tensors, and has a pure-PyTorch
 reference in :mod:`fastpapers.reference`."""
 from . import boxes
-from .beam_search import (BeamSearchOutput, GenerationOutput, beam_search, beam_search_step, greedy_search,
-                          sample)
+from .beam_search import beam_search_step
+from .decoding import BeamSearchOutput, GenerationOutput, beam_search, greedy_search, sample
 from .gram import StyleLoss, gram_matrix, style_loss
 from .nms import batched_nms, nms, nms_padded
 from .pyramid import (gaussian_pyramid, laplacian_level, laplacian_pyramid, laplacian_reconstruct, max_pyramid_levels,

@@ -9,6 +9,8 @@
 // log-probability + beam score, so the list holds raw logits until the normaliser is known.
 // Phase 2 (serial over the B sentences): a K-way merge of the K sorted row lists.
 // Order everywhere: larger score first, equal scores by lower index (token, then beam*V+token).
+// Bad values: a sentence with a row holding NaN/+inf logits, no finite logit, or a NaN/+inf beam
+// score gets NaN for all its scores (found in the pass made anyway; the Python wrapper raises).
 // ATen's vectorised types take their AVX2 form only
 // when CPU_CAPABILITY_AVX2 is defined, as in ATen's own per-capability builds; setup.py adds
 // -mavx2 -mfma on hosts that have them. Without it Vectorized<float> is a scalar loop
@@ -27,6 +29,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace fastpapers {
 namespace {
@@ -108,8 +111,11 @@ struct ExpNonPos<float> {
 // sum of exp(x - m) (a second read, from L1); and only when the block's max beats the row's
 // current cap-th best logit, a vectorised compare that hands the few lanes above it to the
 // sorted list. After the first blocks the threshold is high and that gate is rarely open.
+//
+// Returns whether the row is bad: a NaN or +inf logit (the exp-sum turns either into NaN), no
+// finite logit (sum 0), or a NaN or +inf beam score. The caller marks its sentence with NaN.
 template <typename T>
-void row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_score, T* tv, int64_t* ti,
+bool row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_score, T* tv, int64_t* ti,
              int64_t cap) {
   using Vec = at::vec::Vectorized<T>;
   constexpr int64_t W = Vec::size();
@@ -119,6 +125,7 @@ void row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_sc
   for (int64_t j = 0; j < warm; ++j) top.push(nb && is_banned(banned, nb, j) ? ninf : x[j], j);
   T m = ninf;
   double s = 0.0;
+  bool nan_seen = false;
   for (int64_t b0 = 0; b0 < V; b0 += kBlock) {
     const int64_t n = std::min(kBlock, V - b0);
     const int64_t nv = n - n % W;  // lanes handled by full vectors; the rest is a scalar tail
@@ -135,6 +142,9 @@ void row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_sc
     const Vec mxv = at::vec::maximum(at::vec::maximum(mx0, mx1), at::vec::maximum(mx2, mx3));
     T bm = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, mxv);
     for (int64_t j = nv; j < n; ++j) bm = std::max(bm, p[j]);
+    // The vector max propagates NaN (the scalar tail's std::max may not, the exp-sum below
+    // does): a NaN block max would otherwise skip the block.
+    nan_seen |= std::isnan(bm);
     if (bm > m) {
       s = (m == ninf) ? 0.0 : s * std::exp(static_cast<double>(m) - static_cast<double>(bm));
       m = bm;
@@ -173,6 +183,8 @@ void row_top(const T* x, int64_t V, const int64_t* banned, int64_t nb, T beam_sc
   }
   const T log_sum = static_cast<T>(std::log(s));
   for (int64_t c = 0; c < top.size; ++c) tv[c] = ((tv[c] - m) - log_sum) + beam_score;
+  const T inf = std::numeric_limits<T>::infinity();
+  return nan_seen || !(s > 0.0 && s < static_cast<double>(inf)) || !(m < inf) || !(beam_score < inf);
 }
 
 std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits, const at::Tensor& beam_scores,
@@ -205,6 +217,7 @@ std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits
   const int64_t cap = std::min(C, V);
   at::Tensor row_val = at::empty({rows, cap}, logits.options());
   at::Tensor row_idx = at::empty({rows, cap}, logits.options().dtype(at::kLong));
+  std::vector<uint8_t> row_bad(rows, 0);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "beam_search_step_cpu", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* bsp = bs.data_ptr<scalar_t>();
@@ -222,8 +235,8 @@ std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits
       for (int64_t r0 = next.fetch_add(chunk); r0 < rows; r0 = next.fetch_add(chunk)) {
         const int64_t r1 = std::min(rows, r0 + chunk);
         for (int64_t r = r0; r < r1; ++r)
-          row_top<scalar_t>(xp + r * V, V, nb ? banp + r * nb : nullptr, nb, bsp[r], rv + r * cap, ri + r * cap,
-                            cap);
+          row_bad[r] = row_top<scalar_t>(xp + r * V, V, nb ? banp + r * nb : nullptr, nb, bsp[r], rv + r * cap,
+                                         ri + r * cap, cap);
       }
     });
     scalar_t* sp = scores.data_ptr<scalar_t>();
@@ -248,6 +261,9 @@ std::tuple<at::Tensor, at::Tensor> beam_search_step_cpu(const at::Tensor& logits
           ip[b * C + c] = best * V + bi[best * cap + head[best]];
           ++head[best];
         }
+        // A sentence with a bad row gets NaN scores (indices stay valid): the wrapper's check.
+        if (std::any_of(row_bad.begin() + b * K, row_bad.begin() + (b + 1) * K, [](uint8_t v) { return v != 0; }))
+          std::fill(sp + b * C, sp + (b + 1) * C, std::numeric_limits<scalar_t>::quiet_NaN());
       }
     }
   });
