@@ -302,33 +302,143 @@ def test_torch_compile_parity():
 # --- bad input ----------------------------------------------------------------------------
 
 
-def test_bad_inputs():
-    x = torch.rand(1, 2, 8, 6)
-    assert_raises_naming(ValueError, "x", ops.pyr_down, torch.rand(8, 6))
-    assert_raises_naming(ValueError, "x", ops.pyr_down, torch.rand(1, 1, 2, 8, 6))
-    assert_raises_naming(ValueError, "x", ops.pyr_down, torch.rand(1, 1, 0, 6))
-    assert_raises_naming(TypeError, "x", ops.pyr_down, torch.ones(1, 1, 4, 4, dtype=torch.int64))
-    assert_raises_naming(TypeError, "x", ops.pyr_down, np.zeros((1, 1, 4, 4), np.float32))
-    assert_raises_naming(TypeError, "x", ops.pyr_up, torch.rand(1, 1, 4, 4, dtype=torch.float16))
-    # An even output side must be exactly 2x, an odd one 2x +- 1; nothing further off.
-    assert ops.pyr_up(x, (17, 11)).shape == (1, 2, 17, 11)
-    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (18, 12))
-    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (14, 12))
-    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (19, 12))
-    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (16, 15))
-    assert_raises_naming(ValueError, "size", ops.pyr_up, x, (0, 12))
-    assert_raises_naming(TypeError, "size", ops.pyr_up, x, "16x12")
-    assert_raises_naming(ValueError, "levels", ops.laplacian_pyramid, x, 5)
-    assert_raises_naming(ValueError, "levels", ops.gaussian_pyramid, x, 0)
-    assert_raises_naming(TypeError, "levels", ops.laplacian_pyramid, x, 2.0)
+_X = torch.rand(1, 2, 8, 6)
+_PYR = ops.laplacian_pyramid(_X, 3)  # levels 8x6, 4x3, 2x2
+OpValueError, OpTypeError = ops.OpValueError, ops.OpTypeError
+
+# (call, arguments, error class, what the message must name, what else it must say).
+BAD_INPUTS = [
+    # pyr_down
+    ("pyr_down", (torch.rand(8, 6),), OpValueError, "x", "4 dimensions"),
+    ("pyr_down", (torch.rand(1, 1, 2, 8, 6),), OpValueError, "x", "4 dimensions"),
+    ("pyr_down", (torch.rand(1, 1, 0, 6),), OpValueError, "x", "H >= 1"),
+    ("pyr_down", (torch.ones(1, 1, 4, 4, dtype=torch.int64),), OpTypeError, "x", "int64"),
+    ("pyr_down", (np.zeros((1, 1, 4, 4), np.float32),), OpTypeError, "x", "ndarray"),
+    ("pyr_down", ([[1.0]],), OpTypeError, "x", "list"),
+    # pyr_up: the size is 2H x 2W, or 2n +- 1 on a side where it is odd; ints only.
+    ("pyr_up", (torch.rand(1, 1, 4, 4, dtype=torch.float16),), OpTypeError, "x", "float16"),
+    ("pyr_up", (torch.rand(2, 3),), OpValueError, "x", "4 dimensions"),
+    ("pyr_up", (_X, (18, 12)), OpValueError, "size", "(16, 12)"),
+    ("pyr_up", (_X, (14, 12)), OpValueError, "size", "(16, 12)"),
+    ("pyr_up", (_X, (19, 12)), OpValueError, "size", "(16, 12)"),
+    ("pyr_up", (_X, (16, 15)), OpValueError, "size", "(16, 12)"),
+    ("pyr_up", (_X, (0, 12)), OpValueError, "size", "(16, 12)"),
+    ("pyr_up", (_X, (-16, 12)), OpValueError, "size", "(16, 12)"),
+    ("pyr_up", (_X, 16), OpValueError, "size", "(16, 12)"),
+    ("pyr_up", (_X, (7.9, 12)), OpTypeError, "size", "float"),
+    ("pyr_up", (_X, (16.0, 12.0)), OpTypeError, "size", "float"),
+    ("pyr_up", (_X, "77"), OpTypeError, "size", "'77'"),
+    ("pyr_up", (_X, "16x12"), OpTypeError, "size", "pair of ints"),
+    ("pyr_up", (_X, (True, 12)), OpTypeError, "size", "bool"),
+    ("pyr_up", (_X, (16,)), OpTypeError, "size", "pair of ints"),
+    ("pyr_up", (_X, (16, 12, 1)), OpTypeError, "size", "pair of ints"),
+    ("pyr_up", (_X, torch.tensor([16, 12])), OpTypeError, "size", "pair of ints"),
+    ("pyr_up", (torch.rand(1, 1, 40000, 1), None), OpValueError, "size", "65536"),
+    ("pyr_up", (torch.rand(1, 1, 1, 40000), (2, 80001)), OpValueError, "size", "65536"),
+    # laplacian_level
+    ("laplacian_level", (_X, torch.rand(1, 2, 3, 3)), OpValueError, "coarse", "(4, 3)"),
+    ("laplacian_level", (_X, torch.rand(1, 1, 4, 3)), OpValueError, "coarse", "B, C"),
+    ("laplacian_level", (_X, torch.rand(1, 2, 4, 3, dtype=torch.float64)), OpTypeError, "coarse", "float64"),
+    ("laplacian_level", (_X, None), OpTypeError, "coarse", "NoneType"),
+    ("laplacian_level", (torch.rand(2, 8, 6), _PYR[1]), OpValueError, "fine", "4 dimensions"),
+    # gaussian_pyramid / laplacian_pyramid: levels in [1, max_pyramid_levels(H, W)]
+    ("gaussian_pyramid", (_X, 0), OpValueError, "levels", "[1, 4]"),
+    ("gaussian_pyramid", (_X, -2), OpValueError, "levels", "[1, 4]"),
+    ("gaussian_pyramid", (_X, 5), OpValueError, "levels", "[1, 4]"),
+    ("gaussian_pyramid", (_X, 2.0), OpTypeError, "levels", "float"),
+    ("gaussian_pyramid", (_X, "3"), OpTypeError, "levels", "str"),
+    ("gaussian_pyramid", (_X, None), OpTypeError, "levels", "NoneType"),
+    ("gaussian_pyramid", (torch.rand(8, 6), 2), OpValueError, "x", "4 dimensions"),
+    ("laplacian_pyramid", (_X, 5), OpValueError, "levels", "[1, 4]"),
+    ("laplacian_pyramid", (_X, 0), OpValueError, "levels", "[1, 4]"),
+    ("laplacian_pyramid", (_X, 2.5), OpTypeError, "levels", "float"),
+    ("laplacian_pyramid", (_X, True), OpTypeError, "levels", "bool"),
+    ("laplacian_pyramid", (_X.int(), 2), OpTypeError, "x", "int32"),
+    # laplacian_reconstruct
+    ("laplacian_reconstruct", ([],), OpValueError, "pyramid", "at least one level"),
+    ("laplacian_reconstruct", (_PYR[0],), OpTypeError, "pyramid", "Tensor"),
+    ("laplacian_reconstruct", ([_PYR[0], _PYR[1], _PYR[1]],), OpValueError, "pyramid[2]", "(2, 2)"),
+    ("laplacian_reconstruct", ([_PYR[0], _PYR[1].double(), _PYR[2]],), OpTypeError, "pyramid[1]", "float64"),
+    ("laplacian_reconstruct", ([_PYR[0], _PYR[1][:, :1], _PYR[2]],), OpValueError, "pyramid[1]", "B, C"),
+    ("laplacian_reconstruct", ([_PYR[0], "level"],), OpTypeError, "pyramid[1]", "str"),
+    # max_pyramid_levels: positive ints
+    ("max_pyramid_levels", (0, 0), OpValueError, "height", ">= 1"),
+    ("max_pyramid_levels", (-4, 8), OpValueError, "height", ">= 1"),
+    ("max_pyramid_levels", (8, -1), OpValueError, "width", ">= 1"),
+    ("max_pyramid_levels", (8, 0), OpValueError, "width", ">= 1"),
+    ("max_pyramid_levels", (8.0, 8), OpTypeError, "height", "float"),
+    ("max_pyramid_levels", (8, 7.5), OpTypeError, "width", "float"),
+    ("max_pyramid_levels", ("8", 8), OpTypeError, "height", "str"),
+    ("max_pyramid_levels", (True, 8), OpTypeError, "height", "bool"),
+]
+
+
+@pytest.mark.parametrize("name,args,error,arg_name,says", BAD_INPUTS,
+                         ids=[f"{i}-{row[0]}" for i, row in enumerate(BAD_INPUTS)])
+def test_bad_input_table(name, args, error, arg_name, says):
+    err = assert_raises_naming(error, arg_name, getattr(ops, name), *args)
+    # Both the Python class and RuntimeError (what torchvision-style callers catch).
+    assert isinstance(err, RuntimeError) and isinstance(err, (ValueError, TypeError))
+    assert says in str(err), f"message {str(err)!r} does not say {says!r}"
+
+
+@pytest.mark.parametrize("name,args,error,arg_name,says",
+                         [row for row in BAD_INPUTS if row[0] != "max_pyramid_levels"
+                          and isinstance(row[1][0], torch.Tensor) and row[1][0].dim() == 4][:12])
+def test_bad_input_same_error_under_compile(name, args, error, arg_name, says):
+    # The compiled path runs the same Python checks while tracing.
+    torch._dynamo.reset()
+    fn = getattr(ops, name)
+    compiled = torch.compile(lambda *a: fn(*a), backend="aot_eager")
+    assert_raises_naming(error, arg_name, compiled, *args)
+
+
+def test_valid_edge_inputs_are_accepted():
+    assert ops.pyr_up(_X, (17, 11)).shape == (1, 2, 17, 11)
+    assert ops.pyr_up(_X, torch.Size([15, 13])).shape == (1, 2, 15, 13)
+    assert ops.pyr_up(_X, [16, 12]).shape == (1, 2, 16, 12)
+    assert ops.pyr_up(torch.rand(1, 1, 3, 3), 7).shape == (1, 1, 7, 7)
     assert ops.max_pyramid_levels(8, 6) == 4
-    pyr = ops.laplacian_pyramid(x, 3)
-    assert_raises_naming(ValueError, "pyramid", ops.laplacian_reconstruct, [])
-    assert_raises_naming(TypeError, "pyramid", ops.laplacian_reconstruct, pyr[0])
-    assert_raises_naming(ValueError, "pyramid[2]", ops.laplacian_reconstruct, [pyr[0], pyr[1], pyr[1]])
-    assert_raises_naming(TypeError, "pyramid[1]", ops.laplacian_reconstruct, [pyr[0], pyr[1].double(), pyr[2]])
-    assert_raises_naming(ValueError, "pyramid[1]", ops.laplacian_reconstruct, [pyr[0], pyr[1][:, :1], pyr[2]])
-    assert_raises_naming(ValueError, "coarse", ops.laplacian_level, x, torch.rand(1, 2, 3, 3))
+    assert ops.max_pyramid_levels(1, 10 ** 12) == 41
+
+
+def test_direct_op_calls_check_sizes_on_every_device():
+    # The fake kernel (meta tensors, torch.compile) rejects what the CPU kernel rejects.
+    P = torch.ops.fastpapers
+    meta = torch.empty(1, 2, 8, 6, device="meta")
+    for x in (_X, meta):
+        with pytest.raises(RuntimeError, match="size"):
+            P.pyr_up(x, [18, 12])
+        with pytest.raises(RuntimeError):
+            P.pyr_up_backward(torch.empty(1, 2, 18, 12, device=x.device), [8, 6])
+        with pytest.raises(RuntimeError):
+            P.pyr_down_backward(torch.empty(1, 2, 5, 3, device=x.device), [8, 6])
+        with pytest.raises(RuntimeError):
+            P.laplacian_level(x, torch.empty(1, 2, 3, 3, device=x.device))
+        with pytest.raises(RuntimeError):
+            P.laplacian_pyramid(x, 0)
+
+
+def test_meta_tensors():
+    # Shapes only, through the fake kernels: no value is read (a meta tensor has none, and any
+    # .item() would fail).
+    x = torch.empty(2, 3, 33, 20, device="meta")
+    pyr = ops.laplacian_pyramid(x, 4)
+    assert [tuple(p.shape) for p in pyr] == [(2, 3, 33, 20), (2, 3, 17, 10), (2, 3, 9, 5), (2, 3, 5, 3)]
+    assert all(p.device.type == "meta" for p in pyr)
+    assert ops.laplacian_reconstruct(pyr).shape == x.shape
+    assert [tuple(g.shape[2:]) for g in ops.gaussian_pyramid(x, 3)] == [(33, 20), (17, 10), (9, 5)]
+    assert ops.pyr_down(x).shape == (2, 3, 17, 10)
+    assert ops.pyr_up(x, (65, 40)).shape == (2, 3, 65, 40)
+    assert ops.laplacian_level(x, pyr[1]).shape == x.shape
+    h = torch.empty(1, 1, 9, 7, device="meta", dtype=torch.float16)
+    assert ops.pyr_up(h).dtype == torch.float16
+    assert_raises_naming(OpValueError, "size", ops.pyr_up, x, (64, 40))
+    # Backward through the fake kernels as well.
+    xg = torch.empty(1, 2, 9, 7, device="meta", requires_grad=True)
+    out = ops.laplacian_reconstruct(ops.laplacian_pyramid(xg, 3))
+    (g,) = torch.autograd.grad(out.sum(), xg)
+    assert g.shape == xg.shape and g.device.type == "meta"
 
 
 def test_max_levels():
