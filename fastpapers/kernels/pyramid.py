@@ -188,6 +188,62 @@ def _chain_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.c
         tl.debug_barrier()
 
 
+@triton.jit
+def _reflect101(p, n):
+    """OpenCV's BORDER_REFLECT_101 index for p in [-2, n + 1] (one reflection suffices there
+    for n >= 3; the second abs covers n = 2; n = 1 maps everything to 0)."""
+    p = tl.abs(p)
+    p = tl.where(p >= n, 2 * n - 2 - p, p)
+    return tl.where(n == 1, 0, tl.abs(p))
+
+
+@triton.jit
+def _down_row(row_ptr, i0, i1, i2, i3, i4, m, ACC: tl.constexpr):
+    """Horizontal [1, 4, 6, 4, 1] of one input row at the gathered columns i0..i4 (unscaled)."""
+    v = tl.load(row_ptr + i0, mask=m, other=0.0).to(ACC) + tl.load(row_ptr + i4, mask=m, other=0.0).to(ACC)
+    v += 4.0 * (tl.load(row_ptr + i1, mask=m, other=0.0).to(ACC) + tl.load(row_ptr + i3, mask=m, other=0.0).to(ACC))
+    return v + 6.0 * tl.load(row_ptr + i2, mask=m, other=0.0).to(ACC)
+
+
+@triton.jit
+def _down_rows_kernel(x_ptr, out_ptr, h_in, w_in, h_out, w_out, tiles_w, row_blocks,
+                      ACC: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr):
+    """pyr_down streaming down a strip of BLOCK_W output columns, ROWS output rows per program.
+
+    Output row r needs the horizontally filtered input rows 2r-2 .. 2r+2; the window of five
+    slides by two rows per output row, so each program filters 2 new input rows per output row
+    (10 gathered loads of BLOCK_W, not the 25 of a 5 x 5 tile body) and stores whole rows of
+    BLOCK_W contiguous outputs. The column taps (reflect-101 at the borders) are computed once
+    per program; no tap table is read."""
+    pid = tl.program_id(0)
+    per_plane = row_blocks * tiles_w
+    plane = (pid // per_plane).to(tl.int64)
+    rem = pid % per_plane
+    r0 = (rem // tiles_w) * ROWS
+    ow = (rem % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    mw = ow < w_out
+    c = 2 * tl.minimum(ow, w_out - 1)
+    i0 = _reflect101(c - 2, w_in)
+    i1 = _reflect101(c - 1, w_in)
+    i2 = _reflect101(c, w_in)
+    i3 = _reflect101(c + 1, w_in)
+    i4 = _reflect101(c + 2, w_in)
+    x_base = x_ptr + plane * h_in * w_in
+    out_base = out_ptr + plane * h_out * w_out
+    h0 = _down_row(x_base + _reflect101(2 * r0 - 2, h_in).to(tl.int64) * w_in, i0, i1, i2, i3, i4, mw, ACC)
+    h1 = _down_row(x_base + _reflect101(2 * r0 - 1, h_in).to(tl.int64) * w_in, i0, i1, i2, i3, i4, mw, ACC)
+    h2 = _down_row(x_base + _reflect101(2 * r0, h_in).to(tl.int64) * w_in, i0, i1, i2, i3, i4, mw, ACC)
+    for i in range(0, tl.minimum(ROWS, h_out - r0)):
+        r = r0 + i
+        h3 = _down_row(x_base + _reflect101(2 * r + 1, h_in).to(tl.int64) * w_in, i0, i1, i2, i3, i4, mw, ACC)
+        h4 = _down_row(x_base + _reflect101(2 * r + 2, h_in).to(tl.int64) * w_in, i0, i1, i2, i3, i4, mw, ACC)
+        acc = (h0 + h4 + 4.0 * (h1 + h3) + 6.0 * h2) * (1.0 / 256.0)
+        # The row address is computed, not carried through the loop, so that the compiler
+        # keeps its alignment (w_out divisible by 16 at launch) and vectorises the store.
+        tl.store(out_base + r.to(tl.int64) * w_out + ow, acc.to(out_ptr.dtype.element_ty), mask=mw)
+        h0, h1, h2 = h2, h3, h4
+
+
 def _acc(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -290,18 +346,55 @@ def separable(x: torch.Tensor, rows: tuple, cols: tuple, other: torch.Tensor = N
         return out
     if other is not None:
         other = other.contiguous()
+    key = (b * c, h_in, w_in, h_out, w_out, ri.shape[1], ci.shape[1], other is not None, x.dtype)
+    plan = _SEPARABLE_PLANS.get(key)
+    if plan is None:
+        plan = _remember(_SEPARABLE_PLANS, key, _separable_plan(*key))
+    grid, scalars, kwargs = plan
+    _launch("separable", _separable_kernel, grid, x, out, out if other is None else other, ri, rw, ci, cw,
+            *scalars, float(alpha), **kwargs)
+    return out
+
+
+# Launch plans: everything a launch needs that depends only on shapes and dtypes (grid,
+# tiling, constexprs; for the step kernels also the packed tap tables and the descriptor rows
+# without their addresses), built once per key. A launch then costs a dict lookup and the
+# kernel call: building them per call (triton.cdiv alone is a ~4 us Python call) took ~300 us
+# of Python per 4-level round trip, measured on the CPU with the kernel launch stubbed out.
+_SEPARABLE_PLANS = {}
+_STEP_PLANS = {}
+
+
+# Each plan dict is emptied when it reaches this many entries (a program that sweeps shapes
+# must not grow them without bound).
+MAX_PLANS = 1024
+
+
+def _remember(plans: dict, key, value):
+    if len(plans) >= MAX_PLANS:
+        plans.clear()
+    plans[key] = value
+    return value
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def _separable_plan(planes, h_in, w_in, h_out, w_out, kh, kw, has_other, dtype):
     # 16 x 64 tiles: rows of 64 contiguous outputs coalesce, and 1024 outputs per program
     # amortise the tap-table loads; tiny levels shrink the tile instead of masking most of it.
-    block_w = min(64, triton.next_power_of_2(w_out))
-    block_h = min(16, triton.next_power_of_2(h_out))
-    tiles_w = triton.cdiv(w_out, block_w)
-    tiles = tiles_w * triton.cdiv(h_out, block_h)
-    _launch("separable", _separable_kernel, (b * c * tiles,),
-            x, out, out if other is None else other, ri, rw, ci, cw,
-            h_in, w_in, h_out, w_out, tiles_w, tiles, float(alpha),
-            KH=ri.shape[1], KW=ci.shape[1], HAS_OTHER=other is not None, ACC=_acc(x.dtype),
-            BLOCK_H=block_h, BLOCK_W=block_w, num_warps=_warps(ri.shape[1], ci.shape[1]))
-    return out
+    block_w = min(64, _pow2(w_out))
+    block_h = min(16, _pow2(h_out))
+    tiles_w = _cdiv(w_out, block_w)
+    tiles = tiles_w * _cdiv(h_out, block_h)
+    kwargs = dict(KH=kh, KW=kw, HAS_OTHER=has_other, ACC=_acc(dtype), BLOCK_H=block_h, BLOCK_W=block_w,
+                  num_warps=_warps(kh, kw))
+    return (planes * tiles,), (h_in, w_in, h_out, w_out, tiles_w, tiles), kwargs
 
 
 class _Step:
@@ -322,68 +415,103 @@ def _up_step(src, dst, other, sign):
     return _Step("up", _hw(src), _hw(dst), src, dst, other, sign)
 
 
-@lru_cache(maxsize=64)
-def _device_desc(values: tuple, device) -> torch.Tensor:
-    """The descriptor table on the device, cached by its whole content (addresses included): the
-    caching allocator hands the same blocks to a training loop's pyramids step after step, so the
-    upload is usually skipped. Not safe under CUDA-graph capture: a captured launch keeps the
-    address of a cached table that a later eviction frees. The upload is ordered on the stream current at the first
-    call; a later hit from another stream relies on that copy having finished (it is a few
-    hundred bytes, enqueued before that call's kernel)."""
-    desc = torch.tensor(values, dtype=torch.int64).reshape(-1, 13)
+# Descriptor tables on the device, by (step plan, addresses of the steps' tensors). The
+# caching allocator hands a training loop's pyramids the same blocks step after step, so after
+# the first call the table is found here and nothing is copied to the device. A miss uploads
+# the table from pinned memory, asynchronously (a pageable copy would make the host wait).
+# Not safe under CUDA-graph capture: a captured launch keeps the address of a cached table that
+# a later eviction frees. The upload is ordered on the stream current at the first call; a
+# later hit from another stream relies on that copy having finished (it is a few hundred
+# bytes, enqueued before that call's kernel).
+_DEVICE_DESCS = {}
+MAX_DESCS = 64
+
+
+def _device_desc(plan, addresses: tuple, device) -> torch.Tensor:
+    key = (id(plan), addresses)
+    desc = _DEVICE_DESCS.get(key)
+    if desc is not None and desc[0] is plan:
+        return desc[1]
+    rows = [list(r) for r in plan.template]
+    for i, r in enumerate(rows):
+        r[0], r[1], r[2] = addresses[3 * i], addresses[3 * i + 1], addresses[3 * i + 2]
+    desc = torch.tensor(rows, dtype=torch.int64)
     if device.type == "cuda":
-        # Pinned and asynchronous: a pageable copy would make the host wait for the GPU.
         desc = desc.pin_memory().to(device, non_blocking=True)
+    if len(_DEVICE_DESCS) >= MAX_DESCS:
+        _DEVICE_DESCS.clear()
+    # The plan is kept in the entry so that its id cannot be reused by another plan meanwhile.
+    _DEVICE_DESCS[key] = (plan, desc)
     return desc
 
 
-def _run(name, steps: List[_Step], block_h: int, block_w: int):
+class _StepPlan:
+    """What a steps / chain launch needs besides its tensors' addresses."""
+    __slots__ = ("kernel", "grid", "template", "idx", "wt", "kwargs")
+
+
+def _step_plan(name, planes, dtype, device, signature):
+    """signature: per step (kind, in_hw, out_hw, out_hw of the destination, has_other, sign)."""
+    h = max(s[3][0] for s in signature)
+    w = max(s[3][1] for s in signature)
+    if name == "steps":
+        block_h, block_w = min(16, _pow2(h)), min(64, _pow2(w))
+    else:
+        # The tile follows the largest level's shape (a 1 x N level gets a 1 x 1024 tile, not
+        # 32 rows of masked lanes); coarser levels fit in fewer tiles.
+        block_w = min(_pow2(w), CHAIN_TILE)
+        block_h = min(_pow2(h), CHAIN_TILE // block_w)
+    idx, wt, offsets, kh, kw = _packed_tables(tuple((k, i, o) for k, i, o, _, _, _ in signature), device)
+    template, first = [], 0
+    for (kind, in_hw, out_hw, dst_hw, has_other, sign), (ro, co) in zip(signature, offsets):
+        tiles_w = _cdiv(dst_hw[1], block_w)
+        tiles = tiles_w * _cdiv(dst_hw[0], block_h)
+        src_hw = in_hw if kind in ("down", "up") else out_hw
+        template.append((0, 0, 0, sign if has_other else 0, src_hw[0], src_hw[1], dst_hw[0], dst_hw[1], ro, co,
+                         tiles_w, tiles, first))
+        first += planes * tiles
+    plan = _StepPlan()
+    plan.kernel, plan.grid = (_steps_kernel, (first,)) if name == "steps" else (_chain_kernel, (planes,))
+    plan.template, plan.idx, plan.wt = tuple(template), idx, wt
+    plan.kwargs = dict(KH=kh, KW=kw, ACC=_acc(dtype), DT=_DTYPES[dtype], BLOCK_H=block_h, BLOCK_W=block_w,
+                       num_warps=_warps(kh, kw))
+    return plan
+
+
+def _run(name, steps: List[_Step]):
     """Launch ``steps`` (all on contiguous tensors of one dtype and B x C planes) as one
     _steps_kernel (name "steps", independent steps, grid over every tile of every step) or one
     _chain_kernel (name "chain", in order, one program per plane)."""
-    planes = steps[0].dst.shape[0] * steps[0].dst.shape[1]
+    if not steps:
+        return
+    dst = steps[0].dst
+    planes = dst.shape[0] * dst.shape[1]
     # The kernels read every step's tensors through one element type and one plane count.
     for s in steps:
         for t in (s.src, s.dst, s.other):
-            if t is not None and (t.dtype != steps[0].dst.dtype or t.shape[0] * t.shape[1] != planes):
+            if t is not None and (t.dtype != dst.dtype or t.shape[0] * t.shape[1] != planes):
                 raise ValueError(f"pyramid levels must share one dtype and batch x channels: got "
-                                 f"{tuple(t.shape)} {t.dtype}, expected {steps[0].dst.dtype} with {planes} planes")
+                                 f"{tuple(t.shape)} {t.dtype}, expected {dst.dtype} with {planes} planes")
     if planes == 0:
         return
-    device = steps[0].dst.device
-    idx, wt, offsets, kh, kw = _packed_tables(tuple((s.kind, s.in_hw, s.out_hw) for s in steps), device)
-    desc, first = [], 0
-    for s, (ro, co) in zip(steps, offsets):
-        h_out, w_out = s.dst.shape[2], s.dst.shape[3]
-        tiles_w = triton.cdiv(w_out, block_w)
-        tiles = tiles_w * triton.cdiv(h_out, block_h)
-        desc.append([s.src.data_ptr(), s.dst.data_ptr(), 0 if s.other is None else s.other.data_ptr(),
-                     0 if s.other is None else s.sign, s.src.shape[2], s.src.shape[3], h_out, w_out,
-                     ro, co, tiles_w, tiles, first])
-        first += planes * tiles
-    desc = _device_desc(tuple(v for row in desc for v in row), device)
-    kernel, grid = (_steps_kernel, first) if name == "steps" else (_chain_kernel, planes)
-    _launch(name, kernel, (grid,), desc, len(steps), idx, wt, KH=kh, KW=kw,
-            ACC=_acc(steps[0].dst.dtype), DT=_DTYPES[steps[0].dst.dtype], BLOCK_H=block_h, BLOCK_W=block_w,
-            num_warps=_warps(kh, kw))
+    device = dst.device
+    signature = tuple((s.kind, s.in_hw, s.out_hw, _hw(s.dst), s.other is not None, s.sign) for s in steps)
+    key = (name, planes, dst.dtype, device, signature, CHAIN_TILE)
+    plan = _STEP_PLANS.get(key)
+    if plan is None:
+        plan = _remember(_STEP_PLANS, key, _step_plan(name, planes, dst.dtype, device, signature))
+    addresses = tuple(a for s in steps for a in (s.src.data_ptr(), s.dst.data_ptr(),
+                                                 0 if s.other is None else s.other.data_ptr()))
+    desc = _device_desc(plan, addresses, device)
+    _launch(name, plan.kernel, plan.grid, desc, len(steps), plan.idx, plan.wt, **plan.kwargs)
 
 
 def _run_steps(steps):
-    if steps:
-        h = max(s.dst.shape[2] for s in steps)
-        w = max(s.dst.shape[3] for s in steps)
-        _run("steps", steps, min(16, triton.next_power_of_2(h)), min(64, triton.next_power_of_2(w)))
+    _run("steps", steps)
 
 
 def _run_chain(steps):
-    if steps:
-        # The tile follows the largest level's shape (a 1 x N level gets a 1 x 1024 tile, not
-        # 32 rows of masked lanes); coarser levels fit in fewer tiles.
-        h = max(s.dst.shape[2] for s in steps)
-        w = max(s.dst.shape[3] for s in steps)
-        block_w = min(triton.next_power_of_2(w), CHAIN_TILE)
-        block_h = min(triton.next_power_of_2(h), CHAIN_TILE // block_w)
-        _run("chain", steps, block_h, block_w)
+    _run("chain", steps)
 
 
 def _hw(t):
@@ -403,9 +531,36 @@ def first_small_level(sizes: Sequence) -> int:
     return len(sizes)
 
 
+# Output rows per program of _down_rows_kernel: the window's first three filtered rows are an
+# overhead of 3 / (2 * ROWS) loads per output row (9 % at 16).
+DOWN_ROWS = 16
+_DOWN_PLANS = {}
+
+
+def _down_plan(planes, h, w, dtype):
+    h_out, w_out = (h + 1) // 2, (w + 1) // 2
+    # Strips of up to 256 columns: 4 warps hold 2 contiguous outputs per thread per row.
+    block_w = min(256, _pow2(w_out))
+    tiles_w = _cdiv(w_out, block_w)
+    row_blocks = _cdiv(h_out, DOWN_ROWS)
+    return ((planes * row_blocks * tiles_w,), (h, w, h_out, w_out, tiles_w, row_blocks),
+            dict(ACC=_acc(dtype), BLOCK_W=block_w, ROWS=DOWN_ROWS, num_warps=4 if block_w >= 128 else 1))
+
+
 def pyr_down(x: torch.Tensor) -> torch.Tensor:
-    h, w = _hw(x)
-    return separable(x, *op_tables("down", (h, w), ((h + 1) // 2, (w + 1) // 2), x.device))
+    """cv2.pyrDown of every plane: one launch of the row-streaming kernel."""
+    x = x.contiguous()
+    b, c, h, w = x.shape
+    out = x.new_empty((b, c, (h + 1) // 2, (w + 1) // 2))
+    if out.numel() == 0:
+        return out
+    key = (b * c, h, w, x.dtype, DOWN_ROWS)
+    plan = _DOWN_PLANS.get(key)
+    if plan is None:
+        plan = _remember(_DOWN_PLANS, key, _down_plan(b * c, h, w, x.dtype))
+    grid, scalars, kwargs = plan
+    _launch("down", _down_rows_kernel, grid, x, out, *scalars, **kwargs)
+    return out
 
 
 def pyr_up(x: torch.Tensor, size, other: torch.Tensor = None, alpha: float = 1.0) -> torch.Tensor:
