@@ -537,12 +537,19 @@ def test_triton_half_precision_interpreted(dtype, monkeypatch):
 @pytest.mark.parametrize("size", [(256, 256), (1, 16384), (300, 70)])
 def test_triton_launch_count(size, monkeypatch):
     # Launches recorded, not run (a full-size pyramid is too slow for the interpreter): the
-    # levels above 64 x 64 pixels take one launch each, all the rest one launch, forward and
-    # backward.
+    # levels above 64 x 64 pixels take one launch each, all the rest one chain, forward and
+    # backward. A chain addresses at most K.SLOTS tensors per launch: the deepest pyramids'
+    # chains are split into consecutive launches (recorded here as one "chain", and counted).
     from fastpapers.kernels import pyramid as K
 
-    launched = []
-    monkeypatch.setattr(K, "_launch", lambda name, *args, **kwargs: launched.append(name))
+    launched, chains = [], []
+
+    def record(name, *args, **kwargs):
+        chains.append(name == "chain" and launched[-1:] == ["chain"])
+        if not chains[-1]:
+            launched.append(name)
+
+    monkeypatch.setattr(K, "_launch", record)
     x = torch.empty(2, 3, *size)
     levels = ops.max_pyramid_levels(*size)
     large = sum(h * w > K.TAIL_PIXELS for h, w in ref.halving_sizes(*size, levels))
@@ -566,6 +573,9 @@ def test_triton_launch_count(size, monkeypatch):
     launched.clear()
     K.laplacian_reconstruct_backward(pyr[0], [p.shape[2] for p in pyr[1:]], [p.shape[3] for p in pyr[1:]])
     assert launched == ["separable"] * (large - 1) + ["chain"]
+    # The extra launches of split chains over the six ops: the backward of a 7- or 8-level
+    # chain (more than 16 tensors), and 5 for the 13 small levels of 1 x 16384.
+    assert sum(chains) == {(256, 256): 1, (1, 16384): 5, (300, 70): 1}[size]
 
 
 def test_triton_pyramid_empty_and_non_contiguous():
@@ -614,6 +624,7 @@ from triton.compiler import ASTSource
 from fastpapers.kernels import pyramid as K
 
 desc = {"desc_ptr": "*i64", "n_steps": "i32", "idx_ptr": "*i32", "wt_ptr": "*fp32"}
+desc.update({name: "i64" for name in K._SLOT_ARGS})
 sep = {"x_ptr": "*fp32", "out_ptr": "*fp32", "other_ptr": "*fp32", "ri_ptr": "*i32", "rw_ptr": "*fp32", "ci_ptr": "*i32",
        "cw_ptr": "*fp32", "h_in": "i32", "w_in": "i32", "h_out": "i32", "w_out": "i32", "tiles_w": "i32",
        "tiles_per_plane": "i32", "alpha": "fp32"}
@@ -700,3 +711,149 @@ def test_triton_launcher_rejects_levels_of_mixed_dtype_or_planes():
         K.laplacian_reconstruct([pyr[0], pyr[1].double(), pyr[2]])
     with pytest.raises(ValueError, match="planes"):
         K.laplacian_reconstruct([pyr[0], pyr[1], pyr[2][:, :1]])
+
+
+# --- launch plans, bytes, and the CUDA hot path ---------------------------------------------
+
+
+def _half_stored_reference(x, levels):
+    """Laplacian pyramid computed in float32 with every Gaussian level stored in x's dtype,
+    which is what the kernels do for float16."""
+    gauss = [x]
+    for _ in range(levels - 1):
+        gauss.append(ref.pyr_down(gauss[-1].float()).to(x.dtype))
+    laps = [(gauss[i].float() - ref.pyr_up(gauss[i + 1].float(), gauss[i].shape[2:])).to(x.dtype)
+            for i in range(levels - 1)]
+    return laps + [gauss[-1]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("size,levels", [((13, 10), 4), ((16, 16), 5), ((9, 14), 3), ((21, 8), 2), ((6, 33), 6)])
+def test_triton_launchers_odd_even_sizes(size, levels, dtype, monkeypatch):
+    # A small threshold: the first levels go through the large-level kernels (down, steps,
+    # separable), the rest through the chain kernel.
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 24)
+    x = torch.rand(2, 2, *size).to(dtype)
+    want = ref.laplacian_pyramid(x.double(), levels) if dtype == torch.float32 else _half_stored_reference(x, levels)
+    got = K.laplacian_pyramid(x, levels)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and g.shape == w.shape
+        assert_close(g.double(), w.double(), dtype=dtype)
+    gauss = K.gaussian_levels(x, levels - 1)
+    for g, w in zip(gauss, ref.gaussian_pyramid(x.double(), levels)[1:]):
+        assert_close(g.double(), w, dtype=dtype)
+    # Reconstruct the float64 reference pyramid (exact inverse up to rounding).
+    pyr = [p.to(dtype) for p in ref.laplacian_pyramid(x.double(), levels)]
+    assert_close(K.laplacian_reconstruct(pyr).double(), ref.laplacian_reconstruct([p.double() for p in pyr]),
+                 dtype=dtype)
+
+
+def test_launch_plans_cached_per_shape(monkeypatch):
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "TAIL_PIXELS", 24)
+    for name in ("_SEPARABLE_PLANS", "_STEP_PLANS", "_DOWN_PLANS"):
+        monkeypatch.setattr(K, name, {})
+    a, b = torch.rand(1, 3, 13, 10), torch.rand(2, 1, 9, 14)
+    first = [p.clone() for p in K.laplacian_pyramid(a, 4)]
+    sizes = (len(K._SEPARABLE_PLANS), len(K._STEP_PLANS), len(K._DOWN_PLANS))
+    for _ in range(2):
+        again = K.laplacian_pyramid(a, 4)
+        for g, w in zip(again, first):
+            assert torch.equal(g, w)
+    assert (len(K._SEPARABLE_PLANS), len(K._STEP_PLANS), len(K._DOWN_PLANS)) == sizes
+    # Another shape gets its own plans and its own (correct) result; the first is unchanged.
+    for g, w in zip(K.laplacian_pyramid(b, 3), ref.laplacian_pyramid(b, 3)):
+        assert_close(g, w)
+    assert len(K._DOWN_PLANS) > sizes[2]
+    for g, w in zip(K.laplacian_pyramid(a, 4), first):
+        assert torch.equal(g, w)
+
+
+def test_descriptor_table_depends_on_shapes_only(monkeypatch):
+    # The table names tensors by slot; their addresses are the launch's arguments. New tensors
+    # of the same shapes reuse the table (nothing is copied to the device per call).
+    from fastpapers.kernels import pyramid as K
+
+    def levels():
+        return [torch.rand(1, 1, 5, 4)] + [torch.empty(1, 1, h, w) for h, w in ref.halving_sizes(5, 4, 3)[1:]]
+
+    launches = []
+    monkeypatch.setattr(K, "_launch", lambda name, kernel, grid, desc, n, idx, wt, *addresses, **kw:
+                        launches.append((desc, addresses)))
+    a, b = levels(), levels()
+    for t in (a, b):
+        K._run("chain", [K._down_step(t[0], t[1]), K._down_step(t[1], t[2])])
+    (desc_a, addr_a), (desc_b, addr_b) = launches
+    assert desc_a is desc_b
+    assert desc_a[:, :3].tolist() == [[0, 1, -1], [1, 2, -1]]
+    assert addr_a[:3] == tuple(t.data_ptr() for t in a) and addr_b[:3] == tuple(t.data_ptr() for t in b)
+    assert len(addr_a) == len(K._SLOT_ARGS) == 16
+    K._run("chain", [K._up_step(a[1], a[0], b[0], -1)])
+    assert launches[-1][0][0, :4].tolist() == [0, 1, 2, -1]
+
+
+def test_chains_split_beyond_slots_give_the_same_pyramids(monkeypatch):
+    from fastpapers.kernels import pyramid as K
+
+    x = torch.rand(1, 2, 13, 10, dtype=torch.float64)
+    grads = [torch.rand_like(g) for g in ref.gaussian_pyramid(x, 5)]
+    want = (K.laplacian_pyramid(x, 5), K.laplacian_pyramid_backward(grads))
+    monkeypatch.setattr(K, "SLOTS", 4)
+    monkeypatch.setattr(K, "_STEP_PLANS", {})
+    with K.counting() as log:
+        got = (K.laplacian_pyramid(x, 5), K.laplacian_pyramid_backward(grads))
+    assert log.count("chain") > 2
+    for g, w in zip(got[0] + [got[1]], want[0] + [want[1]]):
+        assert_close(g, w)
+
+
+def test_plan_dicts_are_bounded(monkeypatch):
+    from fastpapers.kernels import pyramid as K
+
+    monkeypatch.setattr(K, "MAX_PLANS", 3)
+    monkeypatch.setattr(K, "_DOWN_PLANS", {})
+    for w in range(4, 12):
+        x = torch.rand(1, 1, 3, w)
+        assert_close(K.pyr_down(x), ref.pyr_down(x))
+        assert len(K._DOWN_PLANS) <= 3
+
+
+def test_roundtrip_bytes():
+    b = ref.roundtrip_bytes((16, 3, 256, 256), 4, 4)
+    areas = [256 ** 2, 128 ** 2, 64 ** 2, 32 ** 2]
+    assert b["compulsory"] == 48 * 4 * (2 * areas[0] + 2 * sum(areas))
+    assert b["passes"] == 48 * 4 * sum(5 * areas[i] + 3 * areas[i + 1] for i in range(3))
+    assert b["compulsory"] == b["build_compulsory"] + b["reconstruct_compulsory"]
+    assert b["passes"] == b["build_passes"] + b["reconstruct_passes"]
+    assert ref.roundtrip_bytes((1, 1, 8, 8), 1, 2)["passes"] == 4 * 64 * 2
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", [(4, 3, 256, 256), (2, 3, 1, 300), (3, 2, 37, 50)])
+def test_cuda_no_host_sync(shape):
+    # Build + reconstruct and forward + backward never wait for the GPU (after a first call,
+    # which compiles the kernels and uploads the descriptor tables).
+    x = torch.rand(*shape, device="cuda")
+    levels = min(4, ops.max_pyramid_levels(*shape[2:]))
+
+    def step():
+        pyr = ops.laplacian_pyramid(x, levels)
+        out = ops.laplacian_reconstruct(pyr)
+        xg = x.detach().requires_grad_()
+        loss = sum(p.square().sum() for p in ops.laplacian_pyramid(xg, levels)) + \
+            ops.gaussian_pyramid(xg, levels)[-1].sum() + ops.pyr_up(ops.pyr_down(xg), shape[2:]).sum()
+        loss.backward()
+        return out, xg.grad
+
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, grad = step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert_close(out, x)
+    assert grad.shape == x.shape

@@ -25,11 +25,37 @@ Three kernels share that tile body:
   its intermediate levels stay in L2. The whole coarse end of a pyramid is one launch instead
   of one or two per level.
 
+A fourth, ``_down_rows_kernel``, is pyr_down of a large level (``pyr_down`` and the large
+levels of every pyramid): no tap table; a program streams down a strip of up to 256 output
+columns, 16 output rows, keeping the five horizontally filtered input rows of its window in
+registers, so each output row costs 2 new filtered rows (10 gathered loads of the strip) where
+the 5 x 5 tile body gathers 25, and each row is stored with vector stores.
+
+Host side. Everything a launch needs that depends only on shapes and dtypes (grids, tiling,
+constexprs, tap tables, the descriptor rows without their addresses) is a launch plan, built
+once per (planes, sizes, dtype, device) and kept in a bounded dict; the descriptor tables on
+the device are kept by (plan, tensor addresses), and the caching allocator gives a loop's
+pyramids the same addresses call after call, so in a steady loop no call copies anything to
+the device and none synchronises. With the kernel launch stubbed out, the Python of a 4-level
+16 x 3 x 256^2 build + reconstruct fell from ~480 us to ~90 us on the CPU (it no longer calls
+triton.cdiv, a ~4 us Python call, nor rebuilds tables and descriptor rows); what remains is
+Triton's own launch overhead per kernel (7 launches per round trip, 4 + 3).
+
+Bytes moved (``fastpapers.reference.pyramid.roundtrip_bytes(shape, levels, itemsize)`` gives
+both): a round trip at 16 x 3 x 1024^2 float32, 4 levels, has 937.4 MB compulsory traffic and
+1519.4 MB in passes (each pass reading its inputs once and writing its output once: pyr_down
+a_i + a_{i+1}, residual 2 a_i + a_{i+1}, reconstruction 2 a_i + a_{i+1} per level pair), i.e.
+1.62x the compulsory bytes; at 16 x 3 x 256^2 58.6 and 95.0 MB. So even passes at the full
+4.8 TB/s of an H200 give 0.32 ms = 2.97 TB/s = 62 % of peak in compulsory terms: 70 % needs
+the residual fused into the pyr_down pass (G_i read once for both G_{i+1} and L_i) or L2 reuse
+of the level just written (G_{i+1} of a 1024^2 batch is 50 MB, about the H200's L2).
+
 The pyramid launchers (``gaussian_levels``, ``laplacian_pyramid``, ``laplacian_reconstruct``
 and their adjoints ``pyr_down_levels_backward``, ``laplacian_pyramid_backward``,
 ``laplacian_reconstruct_backward``) split a pyramid at the first level of at most
 ``TAIL_PIXELS`` pixels per plane: larger levels go through ``_separable_kernel`` /
-``_steps_kernel``, that level and the coarser ones through one ``_chain_kernel`` launch. A
+``_steps_kernel`` / ``_down_rows_kernel``, that level and the coarser ones through one
+``_chain_kernel`` launch. A
 4-level 256 x 256 build is then 4 launches (was 6) and its reconstruction 3; a full 9-level
 one 4 and 3 (were 16 and 8). These launchers are what the CUDA registration in
 fastpapers/ops/pyramid.py calls, and what the tests run under TRITON_INTERPRET=1;
@@ -136,24 +162,52 @@ def _separable_kernel(x_ptr, out_ptr, other_ptr, ri_ptr, rw_ptr, ci_ptr, cw_ptr,
 
 
 @triton.jit
-def _step(d, plane, DT: tl.constexpr):
+def _pick(k, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15):
+    """The address in slot k (0..15) of a launch's tensor addresses."""
+    v = a0
+    v = tl.where(k == 1, a1, v)
+    v = tl.where(k == 2, a2, v)
+    v = tl.where(k == 3, a3, v)
+    v = tl.where(k == 4, a4, v)
+    v = tl.where(k == 5, a5, v)
+    v = tl.where(k == 6, a6, v)
+    v = tl.where(k == 7, a7, v)
+    v = tl.where(k == 8, a8, v)
+    v = tl.where(k == 9, a9, v)
+    v = tl.where(k == 10, a10, v)
+    v = tl.where(k == 11, a11, v)
+    v = tl.where(k == 12, a12, v)
+    v = tl.where(k == 13, a13, v)
+    v = tl.where(k == 14, a14, v)
+    v = tl.where(k == 15, a15, v)
+    return v
+
+
+@triton.jit
+def _step(d, plane, DT: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15):
     """Decode one 13-word step descriptor for image plane `plane`: the plane's source,
-    destination and epilogue pointers, the epilogue sign, sizes, tap-table offsets and tiling."""
+    destination and epilogue pointers (descriptor words 0-2 name slots of the launch's address
+    arguments a0..a15), the epilogue sign, sizes, tap-table offsets and tiling."""
     h_in, w_in = tl.load(d + 4), tl.load(d + 5)
     h_out, w_out = tl.load(d + 6), tl.load(d + 7)
     out_off = plane * h_out * w_out
-    src = tl.load(d + 0).to(tl.pointer_type(DT)) + plane * h_in * w_in
-    dst = tl.load(d + 1).to(tl.pointer_type(DT)) + out_off
-    # A step without epilogue has address 0 there: point at dst instead (never read, sign 0).
-    other_addr = tl.load(d + 2)
-    other = tl.where(other_addr != 0, other_addr, tl.load(d + 1)).to(tl.pointer_type(DT)) + out_off
+    src = _pick(tl.load(d + 0), a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15).to(tl.pointer_type(DT)) + plane * h_in * w_in
+    dst_addr = _pick(tl.load(d + 1), a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
+    dst = dst_addr.to(tl.pointer_type(DT)) + out_off
+    # A step without epilogue has slot -1 there: point at dst instead (never read, sign 0).
+    other_slot = tl.load(d + 2)
+    other = tl.where(other_slot >= 0, _pick(other_slot, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15), dst_addr).to(tl.pointer_type(DT)) + out_off
     sign = tl.load(d + 3).to(tl.float32)
     return (src, dst, other, sign, w_in, h_out, w_out, tl.load(d + 8), tl.load(d + 9), tl.load(d + 10),
             tl.load(d + 11))
 
 
-@triton.jit
-def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
+_SLOT_ARGS = [f"a{i}" for i in range(16)]
+
+
+@triton.jit(do_not_specialize=_SLOT_ARGS)
+def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
+                  KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
                   DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     pid = tl.program_id(0)
     # The steps' programs are laid out one after the other; find this program's step.
@@ -165,19 +219,21 @@ def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.c
     local = pid - tl.load(d + 12)
     plane = local // tiles
     tile = local % tiles
-    src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(d, plane, DT)
+    src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(d, plane, DT, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
     oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
     ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
     _tile(src, dst, other, sign, idx_ptr + ro, wt_ptr + ro, idx_ptr + co, wt_ptr + co, w_in, h_out, w_out, oh, ow,
           KH, KW, True, ACC, "", BLOCK_H, BLOCK_W)
 
 
-@triton.jit
-def _chain_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
+@triton.jit(do_not_specialize=_SLOT_ARGS)
+def _chain_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
+                  KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
                   DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     plane = tl.program_id(0).to(tl.int64)
     for s in range(n_steps):
-        src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(desc_ptr + s * 13, plane, DT)
+        src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(desc_ptr + s * 13, plane, DT,
+                                                                                  a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
         for tile in range(tiles):
             oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
             ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
@@ -415,43 +471,34 @@ def _up_step(src, dst, other, sign):
     return _Step("up", _hw(src), _hw(dst), src, dst, other, sign)
 
 
-# Descriptor tables on the device, by (step plan, addresses of the steps' tensors). The
-# caching allocator hands a training loop's pyramids the same blocks step after step, so after
-# the first call the table is found here and nothing is copied to the device. A miss uploads
-# the table from pinned memory, asynchronously (a pageable copy would make the host wait).
-# Not safe under CUDA-graph capture: a captured launch keeps the address of a cached table that
-# a later eviction frees. The upload is ordered on the stream current at the first call; a
-# later hit from another stream relies on that copy having finished (it is a few hundred
-# bytes, enqueued before that call's kernel).
-_DEVICE_DESCS = {}
-MAX_DESCS = 64
-
-
-def _device_desc(plan, addresses: tuple, device) -> torch.Tensor:
-    key = (id(plan), addresses)
-    desc = _DEVICE_DESCS.get(key)
-    if desc is not None and desc[0] is plan:
-        return desc[1]
-    rows = [list(r) for r in plan.template]
-    for i, r in enumerate(rows):
-        r[0], r[1], r[2] = addresses[3 * i], addresses[3 * i + 1], addresses[3 * i + 2]
-    desc = torch.tensor(rows, dtype=torch.int64)
-    if device.type == "cuda":
-        desc = desc.pin_memory().to(device, non_blocking=True)
-    if len(_DEVICE_DESCS) >= MAX_DESCS:
-        _DEVICE_DESCS.clear()
-    # The plan is kept in the entry so that its id cannot be reused by another plan meanwhile.
-    _DEVICE_DESCS[key] = (plan, desc)
-    return desc
+# Tensors a steps / chain launch can address: its descriptor table names them by slot, and
+# their addresses go as the kernel arguments a0..a15, so the table depends on shapes alone and
+# is uploaded once per plan. A pyramid whose launch would need more tensors (more than ~8
+# levels in one chain) is split into consecutive launches. At most len(_SLOT_ARGS).
+SLOTS = 16
 
 
 class _StepPlan:
-    """What a steps / chain launch needs besides its tensors' addresses."""
-    __slots__ = ("kernel", "grid", "template", "idx", "wt", "kwargs")
+    """What a steps / chain launch needs besides its tensors' addresses: kernel, grid, tap
+    tables, the descriptor table on the device, constexprs."""
+    __slots__ = ("kernel", "grid", "desc", "n_steps", "idx", "wt", "kwargs")
+
+
+def _upload(rows, device) -> torch.Tensor:
+    desc = torch.tensor(rows, dtype=torch.int64)
+    if device.type == "cuda":
+        # Pinned and asynchronous: a pageable copy would make the host wait for the GPU. Once
+        # per plan; the upload is ordered on the stream current at that first call, and a
+        # later call from another stream relies on that copy of a few hundred bytes having
+        # finished. Not safe under CUDA-graph capture: a captured launch keeps the table's
+        # address, which a later eviction of the plan frees.
+        desc = desc.pin_memory().to(device, non_blocking=True)
+    return desc
 
 
 def _step_plan(name, planes, dtype, device, signature):
-    """signature: per step (kind, in_hw, out_hw, out_hw of the destination, has_other, sign)."""
+    """signature: per step (kind, in_hw, out_hw, dst_hw, src slot, dst slot, other slot or -1,
+    sign)."""
     h = max(s[3][0] for s in signature)
     w = max(s[3][1] for s in signature)
     if name == "steps":
@@ -461,27 +508,45 @@ def _step_plan(name, planes, dtype, device, signature):
         # 32 rows of masked lanes); coarser levels fit in fewer tiles.
         block_w = min(_pow2(w), CHAIN_TILE)
         block_h = min(_pow2(h), CHAIN_TILE // block_w)
-    idx, wt, offsets, kh, kw = _packed_tables(tuple((k, i, o) for k, i, o, _, _, _ in signature), device)
-    template, first = [], 0
-    for (kind, in_hw, out_hw, dst_hw, has_other, sign), (ro, co) in zip(signature, offsets):
+    idx, wt, offsets, kh, kw = _packed_tables(tuple(sig[:3] for sig in signature), device)
+    rows, first = [], 0
+    for (kind, in_hw, out_hw, dst_hw, src, dst, other, sign), (ro, co) in zip(signature, offsets):
         tiles_w = _cdiv(dst_hw[1], block_w)
         tiles = tiles_w * _cdiv(dst_hw[0], block_h)
         src_hw = in_hw if kind in ("down", "up") else out_hw
-        template.append((0, 0, 0, sign if has_other else 0, src_hw[0], src_hw[1], dst_hw[0], dst_hw[1], ro, co,
-                         tiles_w, tiles, first))
+        rows.append([src, dst, other, sign if other >= 0 else 0, src_hw[0], src_hw[1], dst_hw[0], dst_hw[1], ro, co,
+                     tiles_w, tiles, first])
         first += planes * tiles
     plan = _StepPlan()
     plan.kernel, plan.grid = (_steps_kernel, (first,)) if name == "steps" else (_chain_kernel, (planes,))
-    plan.template, plan.idx, plan.wt = tuple(template), idx, wt
+    plan.desc, plan.n_steps, plan.idx, plan.wt = _upload(rows, device), len(rows), idx, wt
     plan.kwargs = dict(KH=kh, KW=kw, ACC=_acc(dtype), DT=_DTYPES[dtype], BLOCK_H=block_h, BLOCK_W=block_w,
                        num_warps=_warps(kh, kw))
     return plan
 
 
+def _slot_groups(steps):
+    """Split steps (in order) into runs that address at most SLOTS distinct tensors each; per
+    run, (steps, their (src, dst, other) slots, the slots' addresses)."""
+    groups, cur, slots, addresses = [], [], [], {}
+    for s in steps:
+        ptrs = [s.src.data_ptr(), s.dst.data_ptr()] + ([] if s.other is None else [s.other.data_ptr()])
+        if cur and len(addresses) + sum(p not in addresses for p in set(ptrs)) > SLOTS:
+            groups.append((cur, slots, list(addresses)))
+            cur, slots, addresses = [], [], {}
+        for ptr in ptrs:
+            addresses.setdefault(ptr, len(addresses))
+        cur.append(s)
+        slots.append((addresses[ptrs[0]], addresses[ptrs[1]], addresses[ptrs[2]] if s.other is not None else -1))
+    groups.append((cur, slots, list(addresses)))
+    return groups
+
+
 def _run(name, steps: List[_Step]):
     """Launch ``steps`` (all on contiguous tensors of one dtype and B x C planes) as one
     _steps_kernel (name "steps", independent steps, grid over every tile of every step) or one
-    _chain_kernel (name "chain", in order, one program per plane)."""
+    _chain_kernel (name "chain", in order, one program per plane); more launches of the same
+    kernel, in order, where the steps address more than SLOTS tensors."""
     if not steps:
         return
     dst = steps[0].dst
@@ -495,15 +560,14 @@ def _run(name, steps: List[_Step]):
     if planes == 0:
         return
     device = dst.device
-    signature = tuple((s.kind, s.in_hw, s.out_hw, _hw(s.dst), s.other is not None, s.sign) for s in steps)
-    key = (name, planes, dst.dtype, device, signature, CHAIN_TILE)
-    plan = _STEP_PLANS.get(key)
-    if plan is None:
-        plan = _remember(_STEP_PLANS, key, _step_plan(name, planes, dst.dtype, device, signature))
-    addresses = tuple(a for s in steps for a in (s.src.data_ptr(), s.dst.data_ptr(),
-                                                 0 if s.other is None else s.other.data_ptr()))
-    desc = _device_desc(plan, addresses, device)
-    _launch(name, plan.kernel, plan.grid, desc, len(steps), plan.idx, plan.wt, **plan.kwargs)
+    for group, slots, addresses in _slot_groups(steps):
+        signature = tuple((s.kind, s.in_hw, s.out_hw, _hw(s.dst)) + sl + (s.sign,) for s, sl in zip(group, slots))
+        key = (name, planes, dst.dtype, device, signature, CHAIN_TILE)
+        plan = _STEP_PLANS.get(key)
+        if plan is None:
+            plan = _remember(_STEP_PLANS, key, _step_plan(name, planes, dst.dtype, device, signature))
+        addresses += [addresses[0]] * (len(_SLOT_ARGS) - len(addresses))
+        _launch(name, plan.kernel, plan.grid, plan.desc, plan.n_steps, plan.idx, plan.wt, *addresses, **plan.kwargs)
 
 
 def _run_steps(steps):
