@@ -495,8 +495,8 @@ def test_triton_small_pyramids_one_launch(size, dtype):
 
 
 def test_triton_large_and_small_levels(monkeypatch):
-    # Small thresholds so that a small image has large levels (one launch each, their
-    # residuals in one steps launch), a chain whose first level spans several tiles (a 4 x 4
+    # Small thresholds so that a small image has large levels (one fused down + residual launch
+    # each), a chain whose first level spans several tiles (a 4 x 4
     # tile over 7 x 5), and levels down to 1 x 1.
     from fastpapers.kernels import pyramid as K
 
@@ -505,11 +505,11 @@ def test_triton_large_and_small_levels(monkeypatch):
     x = torch.rand(1, 2, 13, 10, dtype=torch.float64)  # levels 13x10, 7x5, 4x3, 2x2, 1x1
     with K.counting() as log:
         _check_triton_pyramids(x, 5)
-    assert log == ["down", "chain"] + ["down", "steps", "chain"] + ["chain", "separable"]
+    assert log == ["down", "chain"] + ["lap", "chain"] + ["chain", "separable"]
     # A pyramid that stops before the small levels: no chain.
     with K.counting() as log:
         _check_triton_pyramids(x, 2)
-    assert log == ["down"] + ["down", "steps"] + ["separable"]
+    assert log == ["down"] + ["lap"] + ["separable"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -521,7 +521,7 @@ def test_triton_half_precision_interpreted(dtype, monkeypatch):
     x = torch.rand(1, 2, 9, 6)
     with K.counting() as log:
         got = K.laplacian_pyramid(x.to(dtype), 4)
-    assert log == ["down", "down", "steps", "chain"]
+    assert log == ["lap", "lap", "chain"]
     # The same computation in float32 with every level stored in half (what the kernels do; a
     # few levels of 1-2 pixels are too few samples for the "twice the reference's half error"
     # rule of the CUDA test).
@@ -557,7 +557,7 @@ def test_triton_launch_count(size, monkeypatch):
     assert launched == ["down"] * large + ["chain"]
     launched.clear()
     pyr = K.laplacian_pyramid(x, levels)
-    assert launched == ["down"] * large + ["steps", "chain"]
+    assert launched == ["lap"] * large + ["chain"]
     launched.clear()
     K.laplacian_reconstruct(pyr)
     assert launched == ["chain"] + ["separable"] * large
@@ -630,20 +630,27 @@ sep = {"x_ptr": "*fp32", "out_ptr": "*fp32", "other_ptr": "*fp32", "ri_ptr": "*i
        "tiles_per_plane": "i32", "alpha": "fp32"}
 down = {"x_ptr": "*fp32", "out_ptr": "*fp32", "h_in": "i32", "w_in": "i32", "h_out": "i32", "w_out": "i32",
         "tiles_w": "i32", "row_blocks": "i32"}
+lap = {"g_ptr": "*fp32", "g1_ptr": "*fp32", "lap_ptr": "*fp32", "h": "i32", "w": "i32", "nh": "i32", "nw": "i32",
+       "tiles_w": "i32", "row_blocks": "i32"}
 cases = [(K._chain_kernel, desc, dict(KH=5, KW=5, ACC=tl.float32, DT=tl.float16, BLOCK_H=32, BLOCK_W=32)),
          (K._steps_kernel, desc, dict(KH=3, KW=3, ACC=tl.float64, DT=tl.float64, BLOCK_H=16, BLOCK_W=64)),
          (K._separable_kernel, sep, dict(KH=5, KW=5, HAS_OTHER=True, ACC=tl.float32, BLOCK_H=16, BLOCK_W=64)),
-         (K._down_rows_kernel, down, dict(ACC=tl.float32, BLOCK_W=256, ROWS=16))]
+         (K._down_rows_kernel, down, dict(ACC=tl.float32, BLOCK_W=256, ROWS=16)),
+         (K._down_lap_kernel, lap, dict(ACC=tl.float32, BLOCK_W=128, ROWS=16))]
 for fn, sig, consts in cases:
     sig = dict(sig, **{name: "constexpr" for name in consts})
     # Pointers and sizes divisible by 16, as Triton specialises them at launch for 1024 x 1024.
-    attrs = {(i,): [["tt.divisibility", 16]] for i in range(6)} if fn is K._down_rows_kernel else {}
+    attrs = {(i,): [["tt.divisibility", 16]] for i in range(7)} if fn in (K._down_rows_kernel, K._down_lap_kernel) \
+        else {}
     kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
                             target=GPUTarget("cuda", 90, 32),
                             options={"num_warps": K._warps(consts["KH"], consts["KW"]) if "KH" in consts else 4})
     assert kernel.asm["cubin"], fn
     if fn is K._chain_kernel:
         assert "bar.sync" in kernel.asm["ptx"] and "ld.global.cg" in kernel.asm["ptx"]
+    if fn is K._down_lap_kernel:
+        # L_i's rows: the even / odd columns interleaved into vector stores, G_i read in vectors.
+        assert "st.global.v2.b32" in kernel.asm["ptx"] and "ld.global.v2.b32" in kernel.asm["ptx"]
     if fn is K._down_rows_kernel:
         # Whole output rows: each thread stores its 2 contiguous outputs with one vector store.
         assert "st.global.v2.b32" in kernel.asm["ptx"]
@@ -675,14 +682,14 @@ def test_triton_kernels_compile_for_sm90():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_matches_cpu_large(dtype):
     # Levels 257x190 and 129x95 are large (one launch each), 65x48 and below small: every
-    # kernel (separable, steps, chain) runs, forward and backward.
+    # kernel (lap, down, separable, steps, chain) runs, forward and backward.
     from fastpapers.kernels import pyramid as K
 
     x = torch.rand(4, 3, 257, 190, dtype=dtype)
     xc = x.cuda().requires_grad_()
     with K.counting() as log:
         got = ops.laplacian_pyramid(xc, 6)
-    assert log == ["down", "down", "steps", "chain"]
+    assert log == ["lap", "lap", "chain"]
     want = ops.laplacian_pyramid(x.requires_grad_(), 6)
     for g, w in zip(got, want):
         assert_close(g.detach().cpu(), w.detach())
@@ -754,20 +761,20 @@ def test_launch_plans_cached_per_shape(monkeypatch):
     from fastpapers.kernels import pyramid as K
 
     monkeypatch.setattr(K, "TAIL_PIXELS", 24)
-    for name in ("_SEPARABLE_PLANS", "_STEP_PLANS", "_DOWN_PLANS"):
+    for name in ("_SEPARABLE_PLANS", "_STEP_PLANS", "_DOWN_PLANS", "_LAP_PLANS"):
         monkeypatch.setattr(K, name, {})
     a, b = torch.rand(1, 3, 13, 10), torch.rand(2, 1, 9, 14)
     first = [p.clone() for p in K.laplacian_pyramid(a, 4)]
-    sizes = (len(K._SEPARABLE_PLANS), len(K._STEP_PLANS), len(K._DOWN_PLANS))
+    sizes = (len(K._SEPARABLE_PLANS), len(K._STEP_PLANS), len(K._LAP_PLANS))
     for _ in range(2):
         again = K.laplacian_pyramid(a, 4)
         for g, w in zip(again, first):
             assert torch.equal(g, w)
-    assert (len(K._SEPARABLE_PLANS), len(K._STEP_PLANS), len(K._DOWN_PLANS)) == sizes
+    assert (len(K._SEPARABLE_PLANS), len(K._STEP_PLANS), len(K._LAP_PLANS)) == sizes
     # Another shape gets its own plans and its own (correct) result; the first is unchanged.
     for g, w in zip(K.laplacian_pyramid(b, 3), ref.laplacian_pyramid(b, 3)):
         assert_close(g, w)
-    assert len(K._DOWN_PLANS) > sizes[2]
+    assert len(K._LAP_PLANS) > sizes[2]
     for g, w in zip(K.laplacian_pyramid(a, 4), first):
         assert torch.equal(g, w)
 
@@ -825,7 +832,10 @@ def test_roundtrip_bytes():
     b = ref.roundtrip_bytes((16, 3, 256, 256), 4, 4)
     areas = [256 ** 2, 128 ** 2, 64 ** 2, 32 ** 2]
     assert b["compulsory"] == 48 * 4 * (2 * areas[0] + 2 * sum(areas))
-    assert b["passes"] == 48 * 4 * sum(5 * areas[i] + 3 * areas[i + 1] for i in range(3))
+    # Pairs 256 -> 128 and 128 -> 64 fused (2 a_i + a_{i+1}), 64 -> 32 in the chain (3 a_i +
+    # 2 a_{i+1}); the reconstruction 2 a_i + a_{i+1} per pair.
+    assert b["build_passes"] == 48 * 4 * (2 * areas[0] + areas[1] + 2 * areas[1] + areas[2] + 3 * areas[2] + 2 * areas[3])
+    assert b["reconstruct_passes"] == 48 * 4 * sum(2 * areas[i] + areas[i + 1] for i in range(3))
     assert b["compulsory"] == b["build_compulsory"] + b["reconstruct_compulsory"]
     assert b["passes"] == b["build_passes"] + b["reconstruct_passes"]
     assert ref.roundtrip_bytes((1, 1, 8, 8), 1, 2)["passes"] == 4 * 64 * 2
@@ -857,3 +867,21 @@ def test_cuda_no_host_sync(shape):
         torch.cuda.set_sync_debug_mode(0)
     assert_close(out, x)
     assert grad.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("size", [(1, 1), (1, 2), (2, 1), (1, 9), (9, 1), (2, 3), (3, 5), (5, 5), (4, 9), (33, 20),
+                                  (34, 300), (70, 33)])
+def test_fused_down_and_residual(size, dtype):
+    # One launch: G_{i+1} = pyr_down(G_i), L_i = G_i - pyr_up(G_{i+1} as stored), row blocks of
+    # 16 coarse rows and strips of up to 128 coarse columns (several of each at 70 x 33, 34 x 300).
+    from fastpapers.kernels import pyramid as K
+
+    x = torch.rand(2, 3, *size, dtype=dtype)
+    with K.counting() as log:
+        coarse, lap = K.down_and_residual(x)
+    assert log == ["lap"]
+    assert coarse.dtype == lap.dtype == dtype
+    assert_close(coarse.double(), ref.pyr_down(x.double()), dtype=dtype)
+    want = (x.double() - ref.pyr_up(coarse.double(), size))
+    assert_close(lap.double(), want, dtype=dtype)

@@ -25,39 +25,50 @@ Three kernels share that tile body:
   its intermediate levels stay in L2. The whole coarse end of a pyramid is one launch instead
   of one or two per level.
 
-A fourth, ``_down_rows_kernel``, is pyr_down of a large level (``pyr_down`` and the large
-levels of every pyramid): no tap table; a program streams down a strip of up to 256 output
-columns, 16 output rows, keeping the five horizontally filtered input rows of its window in
-registers, so each output row costs 2 new filtered rows (10 gathered loads of the strip) where
-the 5 x 5 tile body gathers 25, and each row is stored with vector stores.
+Two more kernels stream rows instead of tiles, with no tap table (the reflect-101 indices are
+computed once per program): a program walks down a strip of output columns, 16 output rows,
+keeping the horizontally filtered input rows of its window in registers, so each output row
+costs 2 new filtered input rows, and stores whole rows with vector stores:
+
+- ``_down_rows_kernel``: pyr_down of a large level (``pyr_down``, ``gaussian_levels``): 10
+  gathered loads per output row of the strip where the 5 x 5 tile body gathers 25.
+- ``_down_lap_kernel``: a large Laplacian level pair in one pass: G_{i+1} = pyr_down(G_i) and
+  L_i = G_i - pyr_up(G_{i+1}), G_i read once from DRAM (what the two passes pyr_down, residual
+  read twice and G_{i+1} once more). It filters at the three coarse columns c - 1, c, c + 1
+  pyr_up needs (15 gathered loads per fine row), keeps coarse rows s - 1, s, s + 1, and writes
+  L_i's fine rows 2s, 2s + 1 with even and odd columns interleaved into vector stores.
+  ptxas (sm_90a, float32, 128 columns, 4 warps): 96 registers, no spill.
 
 Host side. Everything a launch needs that depends only on shapes and dtypes (grids, tiling,
-constexprs, tap tables, the descriptor rows without their addresses) is a launch plan, built
-once per (planes, sizes, dtype, device) and kept in a bounded dict; the descriptor tables on
-the device are kept by (plan, tensor addresses), and the caching allocator gives a loop's
-pyramids the same addresses call after call, so in a steady loop no call copies anything to
-the device and none synchronises. With the kernel launch stubbed out, the Python of a 4-level
-16 x 3 x 256^2 build + reconstruct fell from ~480 us to ~90 us on the CPU (it no longer calls
-triton.cdiv, a ~4 us Python call, nor rebuilds tables and descriptor rows); what remains is
-Triton's own launch overhead per kernel (7 launches per round trip, 4 + 3).
+constexprs, tap tables, and the steps / chain descriptor tables, which name their tensors by
+slot; the addresses are the launch's arguments a0..a15) is a launch plan, built once per
+(planes, sizes, dtype, device) and kept in a bounded dict; the descriptor table is uploaded
+once per plan, so no call copies anything to the device and none synchronises. With the
+kernel launch stubbed out, the Python of a 4-level 16 x 3 x 256^2 build + reconstruct fell
+from ~320 us to ~150 us on this (shared, noisy) CPU: it no longer calls triton.cdiv (a ~4 us
+Python call) nor rebuilds tap tables, descriptor rows or uploads per call. What remains is
+Triton's own launch overhead per kernel: a round trip is 6 launches at 1024^2 (3 fused build
+passes, 3 reconstruction passes) and 5 at 256^2 (2 + chain, chain + 2); it was 7 and 7.
 
 Bytes moved (``fastpapers.reference.pyramid.roundtrip_bytes(shape, levels, itemsize)`` gives
 both): a round trip at 16 x 3 x 1024^2 float32, 4 levels, has 937.4 MB compulsory traffic and
-1519.4 MB in passes (each pass reading its inputs once and writing its output once: pyr_down
-a_i + a_{i+1}, residual 2 a_i + a_{i+1}, reconstruction 2 a_i + a_{i+1} per level pair), i.e.
-1.62x the compulsory bytes; at 16 x 3 x 256^2 58.6 and 95.0 MB. So even passes at the full
-4.8 TB/s of an H200 give 0.32 ms = 2.97 TB/s = 62 % of peak in compulsory terms: 70 % needs
-the residual fused into the pyr_down pass (G_i read once for both G_{i+1} and L_i) or L2 reuse
-of the level just written (G_{i+1} of a 1024^2 batch is 50 MB, about the H200's L2).
+1189.1 MB in passes (each pass reading its inputs once and writing its outputs once: fused
+build 2 a_i + a_{i+1}, reconstruction 2 a_i + a_{i+1} per level pair), 1.27x the compulsory
+bytes (the separate pyr_down + residual passes moved 1519.4 MB, 1.62x); at 16 x 3 x 256^2 58.6
+and 75.3 MB. Passes at the full 4.8 TB/s of an H200 would take 0.248 ms = 3.78 TB/s = 79 % of
+peak in compulsory terms, so the 70 % target needs the passes at >= 89 % of peak (or L2 hits
+on the level just written: G_{i+1} of a 1024^2 batch is 50 MB, about the H200's L2). Measured
+GB/s are owed to a GPU run. The reconstruction still writes each intermediate G_i (a fused
+two-level reconstruction would cut another 2 sum_{i>=1} a_i).
 
 The pyramid launchers (``gaussian_levels``, ``laplacian_pyramid``, ``laplacian_reconstruct``
 and their adjoints ``pyr_down_levels_backward``, ``laplacian_pyramid_backward``,
 ``laplacian_reconstruct_backward``) split a pyramid at the first level of at most
-``TAIL_PIXELS`` pixels per plane: larger levels go through ``_separable_kernel`` /
-``_steps_kernel`` / ``_down_rows_kernel``, that level and the coarser ones through one
-``_chain_kernel`` launch. A
-4-level 256 x 256 build is then 4 launches (was 6) and its reconstruction 3; a full 9-level
-one 4 and 3 (were 16 and 8). These launchers are what the CUDA registration in
+``TAIL_PIXELS`` pixels per plane: larger levels go through ``_down_lap_kernel`` /
+``_down_rows_kernel`` / ``_separable_kernel`` / ``_steps_kernel``, that level and the coarser
+ones through one ``_chain_kernel`` launch (split into consecutive launches past 16 tensors). A
+4-level 256 x 256 build is then 3 launches and its reconstruction 3; a full 9-level one 3 and
+3 (were 16 and 8 with a launch per level and op). These launchers are what the CUDA registration in
 fastpapers/ops/pyramid.py calls, and what the tests run under TRITON_INTERPRET=1;
 :func:`counting` records each launch so a test can check how many a pyramid took.
 
@@ -298,6 +309,119 @@ def _down_rows_kernel(x_ptr, out_ptr, h_in, w_in, h_out, w_out, tiles_w, row_blo
         # keeps its alignment (w_out divisible by 16 at launch) and vectorises the store.
         tl.store(out_base + r.to(tl.int64) * w_out + ow, acc.to(out_ptr.dtype.element_ty), mask=mw)
         h0, h1, h2 = h2, h3, h4
+
+
+@triton.jit
+def _reflect_any(p, n):
+    """BORDER_REFLECT_101 index of any p (reflect-101 is periodic with period 2n - 2)."""
+    m = tl.maximum(2 * n - 2, 1)
+    p = p % m
+    p = tl.where(p < 0, p + m, p)
+    p = tl.where(p >= n, m - p, p)
+    return tl.where(n == 1, 0, p)
+
+
+@triton.jit
+def _h3(row_ptr, m0, m1, m2, m3, m4, z0, z1, z2, z3, z4, p0, p1, p2, p3, p4, mask, ACC: tl.constexpr):
+    """One fine row filtered horizontally by pyr_down at the coarse columns c - 1, c, c + 1
+    (unscaled), as three vectors."""
+    return (_down_row(row_ptr, m0, m1, m2, m3, m4, mask, ACC), _down_row(row_ptr, z0, z1, z2, z3, z4, mask, ACC),
+            _down_row(row_ptr, p0, p1, p2, p3, p4, mask, ACC))
+
+
+@triton.jit
+def _up_even_odd(gm, gz, gp):
+    """A coarse row (at columns c - 1, c, c + 1) upsampled horizontally: fine columns 2c, 2c + 1."""
+    return (gm + 6.0 * gz + gp) * 0.125, (gz + gp) * 0.5
+
+
+@triton.jit
+def _down_lap_kernel(g_ptr, g1_ptr, lap_ptr, h, w, nh, nw, tiles_w, row_blocks,
+                     ACC: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr):
+    """One Laplacian level pair in one pass: G_{i+1} = pyr_down(G_i) and L_i = G_i -
+    pyr_up(G_{i+1}), G_i read once from DRAM.
+
+    A program owns BLOCK_W coarse columns c and ROWS coarse rows. It streams down the fine rows
+    as _down_rows_kernel does, at the three coarse columns c - 1, c, c + 1 that pyr_up needs
+    (pyr_up's border rule: column -1 is column 1, column nw is nw - 1), and keeps three coarse
+    rows s - 1, s, s + 1 (same rule for rows) to emit the fine rows 2s, 2s + 1 of L_i, whose
+    even / odd columns are interleaved into contiguous vector stores. Coarse values are rounded
+    to the storage dtype before pyr_up, so L_i is exactly G_i - pyr_up(stored G_{i+1}) and the
+    reconstruction from the stored levels is consistent. Each coarse row costs 2 fine rows x 15
+    gathered loads; the halo (coarse row s0 - 1 and the first fine rows) is recomputed per
+    program."""
+    DT = g1_ptr.dtype.element_ty
+    pid = tl.program_id(0)
+    per_plane = row_blocks * tiles_w
+    plane = (pid // per_plane).to(tl.int64)
+    rem = pid % per_plane
+    s0 = (rem // tiles_w) * ROWS
+    c_out = (rem % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    mc = c_out < nw
+    c = tl.minimum(c_out, nw - 1)
+    cm = tl.where(c == 0, tl.minimum(1, nw - 1), c - 1)
+    cp = tl.minimum(c + 1, nw - 1)
+    m0, m1, m2, m3, m4 = (_reflect_any(2 * cm - 2, w), _reflect_any(2 * cm - 1, w), _reflect_any(2 * cm, w),
+                          _reflect_any(2 * cm + 1, w), _reflect_any(2 * cm + 2, w))
+    z0, z1, z2, z3, z4 = (_reflect_any(2 * c - 2, w), _reflect_any(2 * c - 1, w), _reflect_any(2 * c, w),
+                          _reflect_any(2 * c + 1, w), _reflect_any(2 * c + 2, w))
+    p0, p1, p2, p3, p4 = (_reflect_any(2 * cp - 2, w), _reflect_any(2 * cp - 1, w), _reflect_any(2 * cp, w),
+                          _reflect_any(2 * cp + 1, w), _reflect_any(2 * cp + 2, w))
+    g_base = g_ptr + plane * h * w
+    # Fine rows 2r - 2 .. 2r for the first coarse row computed, r = s0 - 1 (garbage when
+    # s0 = 0: that row is then replaced by row 1 below, pyr_up's rule).
+    r = s0 - 1
+    a_m, a_z, a_p = _h3(g_base + _reflect_any(2 * r - 2, h).to(tl.int64) * w, m0, m1, m2, m3, m4, z0, z1, z2, z3,
+                        z4, p0, p1, p2, p3, p4, mc, ACC)
+    b_m, b_z, b_p = _h3(g_base + _reflect_any(2 * r - 1, h).to(tl.int64) * w, m0, m1, m2, m3, m4, z0, z1, z2, z3,
+                        z4, p0, p1, p2, p3, p4, mc, ACC)
+    e_m, e_z, e_p = _h3(g_base + _reflect_any(2 * r, h).to(tl.int64) * w, m0, m1, m2, m3, m4, z0, z1, z2, z3,
+                        z4, p0, p1, p2, p3, p4, mc, ACC)
+    gm_m, gm_z, gm_p = e_m, e_m, e_m
+    g0_m, g0_z, g0_p = e_m, e_m, e_m
+    n_rows = tl.minimum(ROWS, nh - s0)
+    # Step j computes coarse row r = s0 - 1 + j from the window (a, b, e) and 2 new fine rows;
+    # from j = 2 on it emits coarse row s = r - 1.
+    for j in range(0, n_rows + 2):
+        r = s0 - 1 + j
+        d_m, d_z, d_p = _h3(g_base + _reflect_any(2 * r + 1, h).to(tl.int64) * w, m0, m1, m2, m3, m4, z0, z1, z2,
+                            z3, z4, p0, p1, p2, p3, p4, mc, ACC)
+        f_m, f_z, f_p = _h3(g_base + _reflect_any(2 * r + 2, h).to(tl.int64) * w, m0, m1, m2, m3, m4, z0, z1, z2,
+                            z3, z4, p0, p1, p2, p3, p4, mc, ACC)
+        k = 1.0 / 256.0
+        gp_m = ((a_m + f_m + 4.0 * (b_m + d_m) + 6.0 * e_m) * k).to(DT).to(ACC)
+        gp_z = ((a_z + f_z + 4.0 * (b_z + d_z) + 6.0 * e_z) * k).to(DT).to(ACC)
+        gp_p = ((a_p + f_p + 4.0 * (b_p + d_p) + 6.0 * e_p) * k).to(DT).to(ACC)
+        a_m, a_z, a_p = e_m, e_z, e_p
+        b_m, b_z, b_p = d_m, d_z, d_p
+        e_m, e_z, e_p = f_m, f_z, f_p
+        if j >= 2:
+            s = r - 1
+            # pyr_up's border rule: coarse row nh is row nh - 1, row -1 is row 1 (0 if nh = 1).
+            last = s + 1 >= nh
+            gp_m = tl.where(last, g0_m, gp_m)
+            gp_z = tl.where(last, g0_z, gp_z)
+            gp_p = tl.where(last, g0_p, gp_p)
+            first = s == 0
+            um_m = tl.where(first, gp_m, gm_m)
+            um_z = tl.where(first, gp_z, gm_z)
+            um_p = tl.where(first, gp_p, gm_p)
+            tl.store(g1_ptr + plane * nh * nw + s.to(tl.int64) * nw + c_out, g0_z.to(DT), mask=mc)
+            me, mo = _up_even_odd(um_m, um_z, um_p)
+            ze, zo = _up_even_odd(g0_m, g0_z, g0_p)
+            pe, po = _up_even_odd(gp_m, gp_z, gp_p)
+            fine_col = 2 * (rem % tiles_w) * BLOCK_W + tl.arange(0, 2 * BLOCK_W)
+            mf = fine_col < w
+            row0 = 2 * s.to(tl.int64) * w + fine_col
+            up0 = tl.reshape(tl.join((me + 6.0 * ze + pe) * 0.125, (mo + 6.0 * zo + po) * 0.125), (2 * BLOCK_W,))
+            fine0 = tl.load(g_base + row0, mask=mf, other=0.0).to(ACC)
+            tl.store(lap_ptr + plane * h * w + row0, (fine0 - up0).to(DT), mask=mf)
+            m1row = mf & (2 * s + 1 < h)
+            up1 = tl.reshape(tl.join((ze + pe) * 0.5, (zo + po) * 0.5), (2 * BLOCK_W,))
+            fine1 = tl.load(g_base + row0 + w, mask=m1row, other=0.0).to(ACC)
+            tl.store(lap_ptr + plane * h * w + row0 + w, (fine1 - up1).to(DT), mask=m1row)
+        gm_m, gm_z, gm_p = g0_m, g0_z, g0_p
+        g0_m, g0_z, g0_p = gp_m, gp_z, gp_p
 
 
 def _acc(dtype):
@@ -656,24 +780,59 @@ def gaussian_levels(x: torch.Tensor, count: int) -> List[torch.Tensor]:
     return out[1:]
 
 
+# Coarse rows per program of _down_lap_kernel: the halo (1 coarse row, 3 fine rows) is an
+# overhead of about 3.5 / (2 * ROWS) of the loads (11 % at 16).
+LAP_ROWS = 16
+_LAP_PLANS = {}
+
+
+def _lap_plan(planes, h, w, dtype):
+    nh, nw = (h + 1) // 2, (w + 1) // 2
+    # Up to 128 coarse columns (256 fine) per program: 4 warps, one coarse column per thread,
+    # whose two fine outputs are stored together.
+    block_w = min(128, _pow2(nw))
+    tiles_w = _cdiv(nw, block_w)
+    row_blocks = _cdiv(nh, LAP_ROWS)
+    return ((planes * row_blocks * tiles_w,), (h, w, nh, nw, tiles_w, row_blocks),
+            dict(ACC=_acc(dtype), BLOCK_W=block_w, ROWS=LAP_ROWS,
+                 num_warps=4 if block_w >= 128 else 2 if block_w >= 64 else 1))
+
+
+def down_and_residual(g: torch.Tensor):
+    """(pyr_down(g), g - pyr_up(pyr_down(g))) of a contiguous level in one launch."""
+    b, c, h, w = g.shape
+    coarse = g.new_empty((b, c, (h + 1) // 2, (w + 1) // 2))
+    lap = torch.empty_like(g)
+    if g.numel() == 0:
+        return coarse, lap
+    key = (b * c, h, w, g.dtype, LAP_ROWS)
+    plan = _LAP_PLANS.get(key)
+    if plan is None:
+        plan = _remember(_LAP_PLANS, key, _lap_plan(*key[:4]))
+    grid, scalars, kwargs = plan
+    _launch("lap", _down_lap_kernel, grid, g, coarse, lap, *scalars, **kwargs)
+    return coarse, lap
+
+
 def laplacian_pyramid(x: torch.Tensor, levels: int) -> List[torch.Tensor]:
-    """[G_0 - up(G_1), ..., G_{n-2} - up(G_{n-1}), G_{n-1}]. Large levels: one pyr_down launch
-    each, then one launch for all their residuals; the small levels (their Gaussian levels and
+    """[G_0 - up(G_1), ..., G_{n-2} - up(G_{n-1}), G_{n-1}]. Each large level: one launch that
+    reads G_i once and writes G_{i+1} and L_i; the small levels (their Gaussian levels and
     residuals) in one chain launch."""
     x = x.contiguous()
     if levels == 1:
         return [x.clone()]
     sizes = halving_sizes(x.shape[2], x.shape[3], levels)
     k = first_small_level(sizes)
-    gauss = [x]
+    gauss, laps = [x], []
     for _ in range(min(k, levels - 1)):
-        gauss.append(pyr_down(gauss[-1]))
-    laps = [_empty(x, hw) for hw in sizes[:-1]]
+        coarse, lap = down_and_residual(gauss[-1])
+        gauss.append(coarse)
+        laps.append(lap)
+    laps += [_empty(x, hw) for hw in sizes[len(laps):-1]]
     chain = []
     for i in range(len(gauss) - 1, levels - 1):
         gauss.append(_empty(x, sizes[i + 1]))
         chain += [_down_step(gauss[i], gauss[i + 1]), _up_step(gauss[i + 1], laps[i], gauss[i], -1)]
-    _run_steps([_up_step(gauss[i + 1], laps[i], gauss[i], -1) for i in range(min(k, levels - 1))])
     _run_chain(chain)
     return laps + [gauss[-1]]
 

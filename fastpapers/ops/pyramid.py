@@ -12,9 +12,15 @@ included, computed by its own kernels (``pyr_down_backward``, ``pyr_up_backward`
 whole-pyramid ops ``pyr_down_levels_backward``, ``laplacian_pyramid_backward``,
 ``laplacian_reconstruct_backward``, which run a pyramid's levels in as few passes as the forward). On CPU
 tensors the ops run the C++ kernels (the whole pyramid is built or collapsed plane by plane in
-one call); on CUDA tensors, Triton kernels (kernels/pyramid.py): one pass per large level with
-the Laplacian subtraction / addition fused into pyr_up, the residuals of all large levels in
-one launch, and every small level (64 x 64 pixels and below) of a pyramid in one launch.
+one call); on CUDA tensors, Triton kernels (kernels/pyramid.py): the build reads each large
+level once for both the next Gaussian level and the residual, the reconstruction adds each
+level in its pyr_up pass, and every small level (64 x 64 pixels and below) of a pyramid goes
+in one launch. The CUDA path never synchronises with the host.
+
+Errors (:class:`~fastpapers.ops.OpValueError` / :class:`~fastpapers.ops.OpTypeError`, both
+also RuntimeErrors) name the argument and what was expected; the checks read shapes only, so
+they are the same in eager mode, under torch.compile and on meta tensors, and the ops' fake
+kernels repeat the size checks of the CPU and CUDA kernels for direct ``torch.ops`` calls.
 
 Differences from the peers: kornia's ``pyrdown`` blurs then bilinearly resizes (a 2x2 average
 of the blurred image, floor sizes) and its ``pyrup`` resizes bilinearly then blurs, so its
@@ -135,8 +141,10 @@ def pyr_up(x: torch.Tensor, size: Optional[Sequence[int]] = None) -> torch.Tenso
 
     Args:
         x: (B, C, H, W) float tensor.
-        size: output (height, width); default (2H, 2W). An odd side may be 2H - 1 or 2H + 1
-            (likewise for W), as cv2.pyrUp's dstsize.
+        size: output (height, width) as a pair of ints (an int n means (n, n)); default
+            (2H, 2W). An odd side may be 2H - 1 or 2H + 1 (likewise for W), as cv2.pyrUp's
+            dstsize; floats, strings and bools are rejected (OpTypeError), other sides and
+            sides above 65536 too (OpValueError).
 
     Returns:
         (B, C, size[0], size[1]).
