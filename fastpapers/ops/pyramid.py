@@ -12,9 +12,15 @@ included, computed by its own kernels (``pyr_down_backward``, ``pyr_up_backward`
 whole-pyramid ops ``pyr_down_levels_backward``, ``laplacian_pyramid_backward``,
 ``laplacian_reconstruct_backward``, which run a pyramid's levels in as few passes as the forward). On CPU
 tensors the ops run the C++ kernels (the whole pyramid is built or collapsed plane by plane in
-one call); on CUDA tensors, Triton kernels (kernels/pyramid.py): one pass per large level with
-the Laplacian subtraction / addition fused into pyr_up, the residuals of all large levels in
-one launch, and every small level (64 x 64 pixels and below) of a pyramid in one launch.
+one call); on CUDA tensors, Triton kernels (kernels/pyramid.py): the build reads each large
+level once for both the next Gaussian level and the residual, the reconstruction adds each
+level in its pyr_up pass, and every small level (64 x 64 pixels and below) of a pyramid goes
+in one launch. The CUDA path never synchronises with the host.
+
+Errors (:class:`~fastpapers.ops.OpValueError` / :class:`~fastpapers.ops.OpTypeError`, both
+also RuntimeErrors) name the argument and what was expected; the checks read shapes only, so
+they are the same in eager mode, under torch.compile and on meta tensors, and the ops' fake
+kernels repeat the size checks of the CPU and CUDA kernels for direct ``torch.ops`` calls.
 
 Differences from the peers: kornia's ``pyrdown`` blurs then bilinearly resizes (a 2x2 average
 of the blurred image, floor sizes) and its ``pyrup`` resizes bilinearly then blurs, so its
@@ -29,30 +35,56 @@ import torch
 from .._ext import require_ext
 from ._registry import HAS_TRITON, when_built
 from ..reference.pyramid import halving_sizes
-from ._validate import check_float, check_same_device, check_same_dtype, check_size_pair
+from ._validate import (MAX_SIDE, OpTypeError, OpValueError, check_float, check_int, check_same_device,
+                        check_same_dtype)
 
 __all__ = ["pyr_down", "pyr_up", "gaussian_pyramid", "laplacian_pyramid", "laplacian_reconstruct",
            "laplacian_level", "max_pyramid_levels"]
 
 _NS = "fastpapers::"
+# What the Python API accepts as a size: ints, and SymInts while torch.compile traces with
+# dynamic shapes (bool is an int subclass and is rejected separately).
+_INTS = (int, torch.SymInt)
 
 
 def _check_image(name: str, x):
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise OpTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"{name} must have shape [B, C, H, W] (4 dimensions), got shape {tuple(x.shape)}")
+        raise OpValueError(f"{name} must have shape [B, C, H, W] (4 dimensions), got shape {tuple(x.shape)}")
     if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{name} must have H >= 1 and W >= 1, got shape {tuple(x.shape)}")
+        raise OpValueError(f"{name} must have H >= 1 and W >= 1, got shape {tuple(x.shape)}")
     check_float(name, x)
 
 
-def _up_ok(n: int, m: int) -> bool:
+def _up_ok(n, m) -> bool:
     return m >= 1 and abs(m - 2 * n) == m % 2
 
 
-def max_pyramid_levels(height: int, width: int) -> int:
-    """Number of distinct pyramid levels of an image: halving (rounding up) until 1 x 1."""
+def _check_up_size(name: str, in_hw, size) -> Tuple[int, int]:
+    """``size`` as pyr_up's output size for an input of in_hw: a pair of ints (an int n means
+    (n, n)), each side 2n or, when odd, 2n +- 1, and at most MAX_SIDE."""
+    h, w = in_hw
+    if isinstance(size, _INTS) and not isinstance(size, bool):
+        pair = (size, size)
+    elif isinstance(size, (tuple, list, torch.Size)) and len(size) == 2:
+        pair = tuple(size)
+    else:
+        raise OpTypeError(f"{name} must be a pair of ints (height, width), got {size!r}")
+    if not all(isinstance(v, _INTS) and not isinstance(v, bool) for v in pair):
+        raise OpTypeError(f"{name} must be a pair of ints (height, width), got {size!r} "
+                          f"({', '.join(type(v).__name__ for v in pair)})")
+    oh, ow = pair
+    if not (_up_ok(h, oh) and _up_ok(w, ow)):
+        raise OpValueError(f"{name} must be (2H, 2W) = ({2 * h}, {2 * w}) for an input of {h}x{w}, or one less or "
+                           f"one more on a side where it is odd; got ({oh}, {ow})")
+    if oh > MAX_SIDE or ow > MAX_SIDE:
+        raise OpValueError(f"{name} ({oh}, {ow}) exceeds the largest output side, {MAX_SIDE}, of any op "
+                           f"(the input is {h}x{w})")
+    return oh, ow
+
+
+def _levels_of(height, width) -> int:
     levels = 1
     while max(height, width) > 1:
         height, width = (height + 1) // 2, (width + 1) // 2
@@ -60,13 +92,29 @@ def max_pyramid_levels(height: int, width: int) -> int:
     return levels
 
 
+def max_pyramid_levels(height: int, width: int) -> int:
+    """Number of distinct pyramid levels of an image: halving (rounding up) until 1 x 1.
+
+    Args:
+        height, width: the image's size, positive ints.
+
+    Example:
+        >>> import fastpapers.ops as ops
+        >>> ops.max_pyramid_levels(256, 256), ops.max_pyramid_levels(33, 20), ops.max_pyramid_levels(1, 1)
+        (9, 7, 1)
+    """
+    check_int("height", height, min_value=1)
+    check_int("width", width, min_value=1)
+    return _levels_of(height, width)
+
+
 def _check_levels(levels, x):
     if not isinstance(levels, int) or isinstance(levels, bool):
-        raise TypeError(f"levels must be an int, got {type(levels).__name__}")
+        raise OpTypeError(f"levels must be an int, got {type(levels).__name__} {levels!r}")
     h, w = x.shape[2], x.shape[3]
-    top = max_pyramid_levels(h, w)
+    top = _levels_of(h, w)
     if not 1 <= levels <= top:
-        raise ValueError(f"levels must be in [1, {top}] for a {h}x{w} image (level {top} is 1x1), got {levels}")
+        raise OpValueError(f"levels must be in [1, {top}] for a {h}x{w} image (level {top} is 1x1), got {levels}")
 
 
 def pyr_down(x: torch.Tensor) -> torch.Tensor:
@@ -93,21 +141,17 @@ def pyr_up(x: torch.Tensor, size: Optional[Sequence[int]] = None) -> torch.Tenso
 
     Args:
         x: (B, C, H, W) float tensor.
-        size: output (height, width); default (2H, 2W). An odd side may be 2H - 1 or 2H + 1
-            (likewise for W), as cv2.pyrUp's dstsize.
+        size: output (height, width) as a pair of ints (an int n means (n, n)); default
+            (2H, 2W). An odd side may be 2H - 1 or 2H + 1 (likewise for W), as cv2.pyrUp's
+            dstsize; floats, strings and bools are rejected (OpTypeError), other sides and
+            sides above 65536 too (OpValueError).
 
     Returns:
         (B, C, size[0], size[1]).
     """
     _check_image("x", x)
     h, w = x.shape[2], x.shape[3]
-    if size is None:
-        oh, ow = 2 * h, 2 * w
-    else:
-        oh, ow = check_size_pair("size", size)
-        if not (_up_ok(h, oh) and _up_ok(w, ow)):
-            raise ValueError(f"size must be (2H, 2W) = ({2 * h}, {2 * w}) for an input of {h}x{w}, or one less or "
-                             f"one more on a side where it is odd; got ({oh}, {ow})")
+    oh, ow = _check_up_size("size", (h, w), (2 * h, 2 * w) if size is None else size)
     require_ext("pyr_up")
     return torch.ops.fastpapers.pyr_up(x, [oh, ow])
 
@@ -130,10 +174,10 @@ def _check_pair(cname, coarse, fname, fine):
     check_same_device(**{fname: fine, cname: coarse})
     check_same_dtype(**{fname: fine, cname: coarse})
     if coarse.shape[:2] != fine.shape[:2]:
-        raise ValueError(f"{cname} must have the same B, C as {fname} {tuple(fine.shape[:2])}, "
+        raise OpValueError(f"{cname} must have the same B, C as {fname} {tuple(fine.shape[:2])}, "
                          f"got shape {tuple(coarse.shape)}")
     if not (_up_ok(coarse.shape[2], fine.shape[2]) and _up_ok(coarse.shape[3], fine.shape[3])):
-        raise ValueError(f"{cname} of size {tuple(coarse.shape[2:])} is not the next coarser level of {fname} "
+        raise OpValueError(f"{cname} of size {tuple(coarse.shape[2:])} is not the next coarser level of {fname} "
                          f"{tuple(fine.shape[2:])}: expected ceil(H/2) x ceil(W/2) = "
                          f"({(fine.shape[2] + 1) // 2}, {(fine.shape[3] + 1) // 2}) or any size that pyr_up "
                          f"maps to {tuple(fine.shape[2:])}")
@@ -183,9 +227,9 @@ def laplacian_reconstruct(pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
             pyr_up maps to the one before (as laplacian_pyramid makes them).
     """
     if not isinstance(pyramid, (list, tuple)):
-        raise TypeError(f"pyramid must be a list or tuple of tensors, got {type(pyramid).__name__}")
+        raise OpTypeError(f"pyramid must be a list or tuple of tensors, got {type(pyramid).__name__}")
     if len(pyramid) == 0:
-        raise ValueError("pyramid must hold at least one level, got an empty sequence")
+        raise OpValueError("pyramid must hold at least one level, got an empty sequence")
     for i, p in enumerate(pyramid):
         _check_image(f"pyramid[{i}]", p)
         if i:
@@ -201,6 +245,13 @@ def _sizes(x) -> Tuple[int, int]:
     return x.shape[2], x.shape[3]
 
 
+def _check_down_backward(grad, input_size):
+    h, w = input_size
+    if h < 1 or w < 1 or (h + 1) // 2 != grad.shape[2] or (w + 1) // 2 != grad.shape[3]:
+        raise OpValueError(f"grad of shape {tuple(grad.shape)} is not pyr_down's output for input_size "
+                           f"{tuple(input_size)}: expected H, W = ({(h + 1) // 2}, {(w + 1) // 2})")
+
+
 def _no_context(ctx, inputs, output):
     pass
 
@@ -211,19 +262,42 @@ def _register():
     def empty(x, h, w):
         return x.new_empty((x.shape[0], x.shape[1], h, w))
 
+    # The fake kernels (meta tensors, torch.compile) check what the CPU and CUDA kernels check,
+    # from shapes alone, so a direct call of an op fails the same way on every device.
     torch.library.register_fake(_NS + "pyr_down")(lambda x: empty(x, (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2))
-    torch.library.register_fake(_NS + "pyr_up")(lambda x, size: empty(x, size[0], size[1]))
-    torch.library.register_fake(_NS + "pyr_down_backward")(lambda g, input_size: empty(g, *input_size))
-    torch.library.register_fake(_NS + "pyr_up_backward")(lambda g, input_size: empty(g, *input_size))
-    torch.library.register_fake(_NS + "laplacian_level")(lambda fine, coarse: torch.empty_like(fine))
-    torch.library.register_fake(_NS + "pyr_up_add")(lambda coarse, residual: torch.empty_like(residual))
+
+    @torch.library.register_fake(_NS + "pyr_up")
+    def _(x, size):
+        return empty(x, *_check_up_size("size", _sizes(x), list(size)))
+
+    @torch.library.register_fake(_NS + "pyr_down_backward")
+    def _(g, input_size):
+        _check_down_backward(g, input_size)
+        return empty(g, *input_size)
+
+    @torch.library.register_fake(_NS + "pyr_up_backward")
+    def _(g, input_size):
+        _check_up_size("grad's size", input_size, _sizes(g))
+        return empty(g, *input_size)
+
+    @torch.library.register_fake(_NS + "laplacian_level")
+    def _(fine, coarse):
+        _check_pair("coarse", coarse, "fine", fine)
+        return torch.empty_like(fine)
+
+    @torch.library.register_fake(_NS + "pyr_up_add")
+    def _(coarse, residual):
+        _check_pair("coarse", coarse, "residual", residual)
+        return torch.empty_like(residual)
 
     @torch.library.register_fake(_NS + "pyr_down_levels")
     def _(x, count):
+        check_int("count", count, min_value=0)
         return [empty(x, h, w) for h, w in halving_sizes(x.shape[2], x.shape[3], count + 1)[1:]]
 
     @torch.library.register_fake(_NS + "laplacian_pyramid")
     def _(x, levels):
+        check_int("levels", levels, min_value=1)
         return [empty(x, h, w) for h, w in halving_sizes(x.shape[2], x.shape[3], levels)]
 
     torch.library.register_fake(_NS + "laplacian_reconstruct")(lambda pyramid: torch.empty_like(pyramid[0]))
@@ -318,17 +392,31 @@ def _register_cuda():
     # tests run under the Triton interpreter on CPU tensors.
     from ..kernels import pyramid as K
 
+    # The size checks below read shapes only (no synchronisation); the launchers trust them.
     torch.library.impl(_NS + "pyr_down", "CUDA")(K.pyr_down)
-    torch.library.impl(_NS + "pyr_up", "CUDA")(K.pyr_up)
-    torch.library.impl(_NS + "pyr_down_backward", "CUDA")(K.pyr_down_backward)
-    torch.library.impl(_NS + "pyr_up_backward", "CUDA")(K.pyr_up_backward)
+
+    @torch.library.impl(_NS + "pyr_up", "CUDA")
+    def _(x, size):
+        return K.pyr_up(x, _check_up_size("size", _sizes(x), list(size)))
+
+    @torch.library.impl(_NS + "pyr_down_backward", "CUDA")
+    def _(grad, input_size):
+        _check_down_backward(grad, input_size)
+        return K.pyr_down_backward(grad, input_size)
+
+    @torch.library.impl(_NS + "pyr_up_backward", "CUDA")
+    def _(grad, input_size):
+        _check_up_size("grad's size", input_size, _sizes(grad))
+        return K.pyr_up_backward(grad, input_size)
 
     @torch.library.impl(_NS + "laplacian_level", "CUDA")
     def _(fine, coarse):
+        _check_pair("coarse", coarse, "fine", fine)
         return K.pyr_up(coarse, _sizes(fine), other=fine, alpha=-1.0)
 
     @torch.library.impl(_NS + "pyr_up_add", "CUDA")
     def _(coarse, residual):
+        _check_pair("coarse", coarse, "residual", residual)
         return K.pyr_up(coarse, _sizes(residual), other=residual, alpha=1.0)
 
     torch.library.impl(_NS + "pyr_down_levels", "CUDA")(K.gaussian_levels)
