@@ -35,7 +35,8 @@ def test_mixer_protocol_sweep_selection_and_resume(tmp_path):
                           budget_scale=0.002, progress=False, variants=["xent", "mixer"])
         assert len(res["runs"]) == 2 * 2 * 2 and res["budget"] == {"steps": 4}
         for row in res["runs"]:
-            assert row["cpu_seconds"] >= 0 and 0.0 <= row["metrics"]["bleu4_greedy"] <= 100.0
+            assert row["train_cpu_seconds"] > 0 and row["eval_cpu_seconds"] > 0 and not row["resumed"]
+            assert 0.0 <= row["metrics"]["bleu4_greedy"] <= 100.0
             assert row["config"]["seed"] == int(row["replicate"][-1])
         for variant, s in res["summary"].items():
             # The chosen learning rate is the one with the best mean validation BLEU.
