@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -128,8 +129,8 @@ def test_cli_train_sample_eval(tmp_path, capsys):
                  "--batch-size", "16", "--class-cond", "--sample-every", "0"]) == 0
     ckpt = out / "checkpoint.pt"
     assert ckpt.is_file()
-    cfg = json.loads((out / "lapgan.json").read_text())
-    assert cfg["model"]["num_classes"] == 10 and cfg["model"]["size"] == 8
+    cfg = json.loads((out / "run.json").read_text())
+    assert cfg["paper"] == "lapgan" and cfg["config"]["num_classes"] == 10 and cfg["config"]["size"] == 8
     assert main(["lapgan", "train", "--out", str(out), "--size", "8", "--levels", "2", "--steps", "5",
                  "--batch-size", "16", "--class-cond", "--sample-every", "0", "--resume"]) == 0
     assert "trained 5 steps" in capsys.readouterr().out
@@ -156,3 +157,100 @@ def test_cli_compare_smoke(tmp_path):
     assert res["lapgan"]["steps"] == res["gan"]["steps"] == 25
     for name in ("lapgan_samples.png", "gan_samples.png", "lapgan_strip.png", "test_images.png"):
         assert (out / name).is_file()
+
+
+# ---- the recipe, legacy folders, and the CLI's answers to bad input ----------------------------
+
+def _cli(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def lapgan_run(tmp_path_factory):
+    from fastpapers.recipes import lapgan as recipe
+    out = tmp_path_factory.mktemp("lapgan") / "run"
+    recipe.train(recipe.Config(size=8, levels=2, steps=2, batch_size=16, sample_every=0, conv_hidden=8), str(out),
+                 progress=False)
+    return out
+
+
+def test_recipe_load_and_evaluate(lapgan_run, tmp_path):
+    from fastpapers.recipes import lapgan as recipe
+    loaded = recipe.load(str(lapgan_run))
+    assert loaded.config.size == 8 and loaded.config.channels == 1 and loaded.run.paper == "lapgan"
+    res = recipe.evaluate(loaded, samples=20)
+    assert res["sigma"] > 0 and res["log_likelihood"] == res["log_likelihood"]
+    [png] = recipe.sample(str(lapgan_run / "checkpoint.pt"), str(tmp_path / "s.png"), n=4)
+    assert os.path.isfile(png)
+    with pytest.raises(ValueError, match=r"conv_kernel \(--conv-kernel\)"):
+        recipe.Config(conv_kernel=4)
+
+
+def test_a_folder_of_the_older_format_is_refused_with_the_conversion_and_converts(lapgan_run, tmp_path):
+    import shutil
+    from fastpapers.recipes import lapgan as recipe
+    from fastpapers.train.rundir import RunFolderError, convert_legacy
+    old = tmp_path / "old"
+    shutil.copytree(lapgan_run, old)
+    cfg = json.loads((old / "run.json").read_text())["config"]
+    model = {k: cfg[k] for k in recipe.MODEL_KEYS}
+    (old / "lapgan.json").write_text(json.dumps({"model": model, "data": None, "seed": 0}))
+    for f in ("run.json", "run.json.sha256"):
+        os.remove(old / f)
+    with pytest.raises(RunFolderError, match="convert_legacy"):
+        recipe.load(str(old / "checkpoint.pt"))
+    convert_legacy(str(old), "lapgan")
+    loaded = recipe.load(str(old))
+    assert loaded.config.model_config() == model and not loaded.config.class_cond
+
+
+BAD_FILES = [("checkpoint.pt", b""), ("checkpoint.pt", os.urandom(200)), ("run.json", b""),
+             ("run.json", b'{"format": "fastpapers-run", "vers'), ("run.json", os.urandom(50))]
+
+
+@pytest.mark.parametrize("verb", ["sample", "eval"])
+@pytest.mark.parametrize("name,content", BAD_FILES)
+def test_cli_refuses_corrupt_run_files(lapgan_run, tmp_path, capsys, verb, name, content):
+    import shutil
+    folder = tmp_path / "bad"
+    shutil.copytree(lapgan_run, folder)
+    (folder / name).write_bytes(content)
+    argv = ["lapgan", verb, "--checkpoint", str(folder / "checkpoint.pt")]
+    if verb == "sample":
+        argv += ["--out", str(tmp_path / "s.png")]
+    code, err = _cli(argv, capsys)
+    assert code != 0 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and name in err, err
+
+
+BAD_FLAGS = [
+    (["train", "--steps", "0"], "--steps"), (["train", "--batch-size", "-1"], "--batch-size"),
+    (["train", "--out", ""], "--out"), (["train", "--lr", "nan"], "--lr"), (["train", "--size", "0"], "--size"),
+    (["train", "--levels", "0"], "--levels"), (["train", "--size", "8", "--levels", "9"], "--levels"),
+    (["train", "--conv-kernel", "4"], "--conv-kernel"), (["train", "--conv-hidden", "0"], "--conv-hidden"),
+    (["train", "--sample-every", "-2"], "--sample-every"), (["train", "--data", ""], "--data"),
+    (["sample", "--checkpoint", "x.pt", "--n", "0"], "--n"),
+    (["eval", "--checkpoint", "x.pt", "--samples", "0"], "--samples"),
+    (["compare", "--cpu-seconds", "0"], "--cpu-seconds"), (["compare", "--cpu-seconds", "inf"], "--cpu-seconds"),
+    (["compare", "--threads", "0"], "--threads"), (["compare", "--out", ""], "--out"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", BAD_FLAGS)
+def test_cli_bad_flags_table(tmp_path, capsys, argv, flag):
+    if argv[0] in ("train", "compare") and "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path / "run")]
+    code, err = _cli(["lapgan"] + argv, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert flag in err.strip().splitlines()[-1], err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_bare_command_prints_its_verbs(capsys):
+    assert main(["lapgan"]) == 2
+    out = capsys.readouterr().out
+    assert all(verb in out for verb in ("train", "sample", "eval", "compare"))
