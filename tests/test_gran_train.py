@@ -8,6 +8,7 @@ import torch
 
 from fastpapers import cli
 from fastpapers.recipes import gran as recipe
+from tests.cli_table import assert_flag_refused, assert_refused, bad_files, corrupted_copy, run_cli
 
 TINY = dict(nz=8, timesteps=2, image_size=16, ngf=8, ndf=8, hz_dim=8, hc_dim=8)
 
@@ -29,15 +30,6 @@ def _train(out, steps, digits, resume=False, **kw):
 
 def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["modules"]
-
-
-def main(argv, capsys):
-    """(exit status, stderr) of ``fastpapers ARGV``, whether argparse or the command refused it."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 def test_train_resume_is_bit_exact_and_samples(tmp_path, digits):
@@ -104,11 +96,11 @@ def test_cli_train_sample_battle_on_mnist(tmp_path, capsys):
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    assert main(["gran", "train", "--out", str(tmp_path), "--steps", "0"], capsys)[0] == 2
-    assert main(["gran", "train", "--out", str(tmp_path), "--steps", "1", "--timesteps", "0"], capsys)[0] == 2
-    code, err = main(["gran", "sample", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
+    assert run_cli(["gran", "train", "--out", str(tmp_path), "--steps", "0"], capsys)[0] == 2
+    assert run_cli(["gran", "train", "--out", str(tmp_path), "--steps", "1", "--timesteps", "0"], capsys)[0] == 2
+    code, err = run_cli(["gran", "sample", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
     assert code == 2 and "run.json" in err
-    code, err = main(["gran", "battle", "--checkpoint", "a.pt"], capsys)
+    code, err = run_cli(["gran", "battle", "--checkpoint", "a.pt"], capsys)
     assert code == 2 and "exactly twice" in err
 
 
@@ -119,41 +111,17 @@ def trained(tmp_path_factory, digits):
     return out
 
 
-def _copy_with(trained, tmp_path, name, content):
-    import shutil
-    folder = tmp_path / "bad"
-    shutil.copytree(trained, folder)
-    path = folder / name
-    if callable(content):
-        content = content(path.read_bytes())
-    path.write_bytes(content)
-    return folder
-
-
-def _flip(data):
-    data = bytearray(data)
-    data[len(data) // 2] ^= 0x10
-    return bytes(data)
-
-
-BAD_FILES = [  # (file, new content) -> the refusal names the file
-    ("checkpoint.pt", _flip), ("checkpoint.pt", b""), ("checkpoint.pt", lambda b: b[:len(b) // 3]),
-    ("checkpoint.pt", os.urandom(300)), ("run.json", b""), ("run.json", b'{"format": "fastpapers-run", "ver'),
-    ("run.json", os.urandom(64)),
-]
+BAD_FILES = bad_files("checkpoint.pt", "run.json")
 
 
 @pytest.mark.parametrize("verb", ["sample", "battle"])
-@pytest.mark.parametrize("name,content", BAD_FILES)
-def test_cli_refuses_corrupt_run_files(trained, tmp_path, capsys, verb, name, content):
-    folder = _copy_with(trained, tmp_path, name, content)
+@pytest.mark.parametrize("name,how", BAD_FILES)
+def test_cli_refuses_corrupt_run_files(trained, tmp_path, capsys, verb, name, how):
+    folder = corrupted_copy(trained, tmp_path, name, how)
     ckpt = str(folder / "checkpoint.pt")
     argv = ["gran", "sample", "--checkpoint", ckpt, "--out", str(tmp_path / "s")] if verb == "sample" else \
         ["gran", "battle", "--checkpoint", ckpt, "--checkpoint", ckpt, "--n", "4"]
-    code, err = main(argv, capsys)
-    assert code != 0 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and name in err, err
-    assert not os.path.exists(tmp_path / "s")
+    assert_refused(argv, name, capsys, one_line=True, absent=tmp_path / "s")
 
 
 BAD_FLAGS = [  # argv after `gran`, what the one-line reason must name
@@ -163,7 +131,8 @@ BAD_FLAGS = [  # argv after `gran`, what the one-line reason must name
     (["train", "--size", "9"], "--size"), (["train", "--size", "0"], "--size"),
     (["train", "--lr-d", "nan"], "--lr-d"), (["train", "--lr-g", "-1"], "--lr-g"),
     (["train", "--checkpoint-every", "-1"], "--checkpoint-every"), (["train", "--device", "tpu"], "--device"),
-    (["sample", "--checkpoint", "x.pt", "--n", "0"], "--n"), (["sample", "--checkpoint", "x.pt", "--rows", "0"], "--rows"),
+    (["sample", "--checkpoint", "x.pt", "--n", "0"], "--n"),
+    (["sample", "--checkpoint", "x.pt", "--rows", "0"], "--rows"),
     (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--n", "0"], "--n"),
     (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--tolerance", "-1"], "--tolerance"),
     (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--bn", "eval"], "--bn"),
@@ -172,12 +141,7 @@ BAD_FLAGS = [  # argv after `gran`, what the one-line reason must name
 
 @pytest.mark.parametrize("argv,flag", BAD_FLAGS)
 def test_cli_bad_flags_table(tmp_path, capsys, argv, flag):
-    if argv[0] == "train" and "--out" not in argv:
-        argv = argv + ["--out", str(tmp_path / "run")]
-    code, err = main(["gran"] + argv, capsys)
-    assert code == 2 and "Traceback" not in err
-    assert flag in err.strip().splitlines()[-1], err
-    assert not os.path.exists(tmp_path / "run")
+    assert_flag_refused("gran", argv, flag, capsys, tmp_path, out_verbs=("train",))
 
 
 def test_bare_command_prints_its_verbs(capsys):

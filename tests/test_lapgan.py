@@ -10,6 +10,7 @@ from fastpapers.cli import main
 from fastpapers.models.lapgan import (LAPGAN, count_parameters, gan_optimizers, gan_step_fn, lapgan_optimizers,
                                       lapgan_step_fn, matched_gan, sample_strip)
 from fastpapers.train import Trainer
+from tests.cli_table import assert_flag_refused, assert_refused, bad_files, corrupted_copy
 from tests.utils import assert_close
 
 
@@ -161,14 +162,6 @@ def test_cli_compare_smoke(tmp_path):
 
 # ---- the recipe, legacy folders, and the CLI's answers to bad input ----------------------------
 
-def _cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 @pytest.fixture(scope="module")
 def lapgan_run(tmp_path_factory):
     from fastpapers.recipes import lapgan as recipe
@@ -208,23 +201,17 @@ def test_a_folder_of_the_older_format_is_refused_with_the_conversion_and_convert
     assert loaded.config.model_config() == model and not loaded.config.class_cond
 
 
-BAD_FILES = [("checkpoint.pt", b""), ("checkpoint.pt", os.urandom(200)), ("run.json", b""),
-             ("run.json", b'{"format": "fastpapers-run", "vers'), ("run.json", os.urandom(50))]
+BAD_FILES = bad_files("checkpoint.pt", "run.json")
 
 
 @pytest.mark.parametrize("verb", ["sample", "eval"])
-@pytest.mark.parametrize("name,content", BAD_FILES)
-def test_cli_refuses_corrupt_run_files(lapgan_run, tmp_path, capsys, verb, name, content):
-    import shutil
-    folder = tmp_path / "bad"
-    shutil.copytree(lapgan_run, folder)
-    (folder / name).write_bytes(content)
+@pytest.mark.parametrize("name,how", BAD_FILES)
+def test_cli_refuses_corrupt_run_files(lapgan_run, tmp_path, capsys, verb, name, how):
+    folder = corrupted_copy(lapgan_run, tmp_path, name, how)
     argv = ["lapgan", verb, "--checkpoint", str(folder / "checkpoint.pt")]
     if verb == "sample":
         argv += ["--out", str(tmp_path / "s.png")]
-    code, err = _cli(argv, capsys)
-    assert code != 0 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and name in err, err
+    assert_refused(argv, name, capsys, one_line=True, absent=tmp_path / "s.png")
 
 
 BAD_FLAGS = [
@@ -242,12 +229,7 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("argv,flag", BAD_FLAGS)
 def test_cli_bad_flags_table(tmp_path, capsys, argv, flag):
-    if argv[0] in ("train", "compare") and "--out" not in argv:
-        argv = argv + ["--out", str(tmp_path / "run")]
-    code, err = _cli(["lapgan"] + argv, capsys)
-    assert code == 2 and "Traceback" not in err
-    assert flag in err.strip().splitlines()[-1], err
-    assert not os.path.exists(tmp_path / "run")
+    assert_flag_refused("lapgan", argv, flag, capsys, tmp_path, out_verbs=("train", "compare"))
 
 
 def test_bare_command_prints_its_verbs(capsys):

@@ -9,6 +9,7 @@ from PIL import Image
 from fastpapers import cli
 from fastpapers.metrics import judge as J
 from fastpapers.recipes import text2image as t2i_cmd
+from tests.cli_table import assert_flag_refused, assert_refused, bad_files, corrupted_copy, run_cli
 from tests.utils import assert_raises_naming
 
 TINY = dict(image_size=32, nz=6, embed_dim=8, proj_dim=8, ngf=4, ndf=4, text_width=8)
@@ -32,13 +33,7 @@ def _judge(out, data, **kw):
                                progress=False)
 
 
-def main(argv, capsys):
-    """(exit status, stderr) of ``fastpapers ARGV``, whether argparse or the command refused it."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+
 
 
 def _modules(path):
@@ -195,10 +190,10 @@ def test_cli(tmp_path, capsys):
     assert "texts[0]" in capsys.readouterr().err
     assert cli.main(["text2image", "sample", "--checkpoint", str(tmp_path / "none.pt"), "--text", "red"]) == 2
     assert str(tmp_path) in capsys.readouterr().err
-    code, err = main(["text2image", "train", "--out", run, "--steps", "0"], capsys)
+    code, err = run_cli(["text2image", "train", "--out", run, "--steps", "0"], capsys)
     assert code == 2 and "--steps" in err
     # Words the captions never use are named, and nothing is drawn.
-    code, err = main(["text2image", "sample", "--checkpoint", model, "--text", "purple elephant",
+    code, err = run_cli(["text2image", "sample", "--checkpoint", model, "--text", "purple elephant",
                       "--out", str(tmp_path / "e.png")], capsys)
     assert code == 2 and "elephant" in err and "purple" not in err.split("never seen")[1].split("(")[0]
     assert not os.path.exists(tmp_path / "e.png")
@@ -267,34 +262,20 @@ def trained(tmp_path_factory, pairs):
     return out, judge
 
 
-BAD_FILES = [("model.pt", b""), ("model.pt", os.urandom(200)), ("model.pt", "truncate"), ("model.pt", "flip"),
-             ("run.json", b""), ("run.json", b'{"format": "fastpapers-run", "ver'), ("run.json", os.urandom(40))]
+BAD_FILES = bad_files("model.pt", "run.json")
 
 
 @pytest.mark.parametrize("verb", ["sample", "transfer", "eval"])
-@pytest.mark.parametrize("name,content", BAD_FILES)
-def test_cli_refuses_corrupt_run_files(trained, tmp_path, capsys, verb, name, content):
-    import shutil
+@pytest.mark.parametrize("name,how", BAD_FILES)
+def test_cli_refuses_corrupt_run_files(trained, tmp_path, capsys, verb, name, how):
     run, judge = trained
-    folder = tmp_path / "bad"
-    shutil.copytree(run, folder)
-    data = (folder / name).read_bytes()
-    if content == "truncate":
-        content = data[:len(data) // 2]
-    elif content == "flip":
-        content = bytearray(data)
-        content[len(content) // 2] ^= 0x01
-        content = bytes(content)
-    (folder / name).write_bytes(content)
+    folder = corrupted_copy(run, tmp_path, name, how)
     model = str(folder / "model.pt")
     argv = {"sample": ["sample", "--checkpoint", model, "--text", "a red star", "--out", str(tmp_path / "x.png")],
             "transfer": ["transfer", "--checkpoint", model, "--text", "a red star", "--n", "2",
                          "--out", str(tmp_path / "x.png")],
             "eval": ["eval", "--checkpoint", model, "--judge", str(judge / "checkpoint.pt"), "--n", "4"]}[verb]
-    code, err = main(["text2image"] + argv, capsys)
-    assert code != 0 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and name in err, err
-    assert not os.path.exists(tmp_path / "x.png")
+    assert_refused(["text2image"] + argv, name, capsys, one_line=True, absent=tmp_path / "x.png")
 
 
 BAD_FLAGS = [
@@ -317,12 +298,7 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("argv,flag", BAD_FLAGS)
 def test_cli_bad_flags_table(tmp_path, capsys, argv, flag):
-    if argv[0] in ("train", "judge") and "--out" not in argv:
-        argv = argv + ["--out", str(tmp_path / "run")]
-    code, err = main(["text2image"] + argv, capsys)
-    assert code == 2 and "Traceback" not in err
-    assert flag in err.strip().splitlines()[-1], err
-    assert not os.path.exists(tmp_path / "run")
+    assert_flag_refused("text2image", argv, flag, capsys, tmp_path, out_verbs=("train", "judge"))
 
 
 def test_bare_command_prints_its_verbs(capsys):

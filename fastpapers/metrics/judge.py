@@ -57,7 +57,8 @@ def degrade(images: torch.Tensor, max_blur: float = 1.5, max_noise: float = 0.3)
     blurred = gaussian_blur(images, [5, 5], [sigma, sigma])
     pick = (torch.rand(b, device=images.device) < 0.5)[:, None, None, None]
     out = torch.where(pick, blurred, images)
-    amount = torch.rand(b, 1, 1, 1, device=images.device) * max_noise * (torch.rand(b, 1, 1, 1, device=images.device) < 0.5)
+    scale = torch.rand(b, 1, 1, 1, device=images.device) * max_noise  # drawn first, then which images get it
+    amount = scale * (torch.rand(b, 1, 1, 1, device=images.device) < 0.5)
     return out + amount * torch.randn_like(out)
 
 

@@ -8,7 +8,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -132,6 +132,26 @@ def find_run(run: RunLike, paper: str) -> Run:
 def stored_config(run: Run, config_cls):
     """The run's Config (``run.json``), keys added since it was written at their defaults."""
     return config_cls.from_dict(run.config, source=run.file(RUN_FILE))
+
+
+def load_trained(run, paper: str, config_cls, build: Callable, device="cpu", *,
+                 weights: Optional[Callable] = None) -> Loaded:
+    """What every recipe's ``load`` does: open the run (a folder, a file in it, a Run; a Loaded
+    is returned as it is), read its Config, ``build(cfg)`` the networks, load their weights
+    (``weights(run, nets)``; default: the run's checkpoint.pt) and put them in eval mode on
+    ``device``. ``weights`` may return the names of the networks to keep (default: all)."""
+    if isinstance(run, Loaded):
+        return run
+    r = find_run(run, paper)
+    cfg = stored_config(r, config_cls)
+    nets = build(cfg)
+    keep = None
+    if weights is None:
+        r.load_checkpoint(nets)
+    else:
+        keep = weights(r, nets)
+    names = list(keep) if keep else list(nets)
+    return Loaded(cfg, {k: nets[k].to(device).eval() for k in names}, r.path, r, torch.device(device))
 
 
 def last_metrics(folder: str) -> Dict[str, float]:

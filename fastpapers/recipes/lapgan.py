@@ -24,7 +24,7 @@ import torch
 
 from ..models.lapgan import (LAPGAN, count_parameters, gan_optimizers, gan_step_fn, lapgan_optimizers,
                              lapgan_step_fn, matched_gan, sample_strip)
-from ._common import Loaded, RecipeConfig, RunLike, find_run, last_metrics, open_run, stored_config  # noqa: F401
+from ._common import Loaded, RecipeConfig, RunLike, load_trained, open_run
 
 PAPER = "lapgan"
 HELD_OUT = 300  # validation and test images each, as the paper's protocol on a small set
@@ -154,7 +154,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, data=None, device="cpu
     labels = torch.arange(64) % max(model.num_classes, 1) if model.num_classes else None
     tr = _trainer({"lapgan": model}, lapgan_optimizers(model, cfg.lr), lapgan_step_fn(model),
                   TensorDataset(x[train_idx], y[train_idx]), run.path, seed=cfg.seed, batch_size=cfg.batch_size,
-                  device=device, sample_fn=lambda t: model.sample(64, labels), checkpoint=checkpoint or run.checkpoint_path,
+                  device=device, sample_fn=lambda t: model.sample(64, labels),
+                  checkpoint=checkpoint or run.checkpoint_path,
                   checkpoint_every=cfg.checkpoint_every, sample_every=cfg.sample_every, log_every=cfg.log_every,
                   progress=progress)
     tr.fit(cfg.steps, resume=resume)
@@ -162,14 +163,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, data=None, device="cpu
 
 
 def load(run: RunLike, device="cpu") -> Loaded:
-    """The trained LAPGAN (eval mode) of a run folder, a file in it, or a Run."""
-    if isinstance(run, Loaded):
-        return run
-    r = find_run(run, PAPER)
-    cfg = stored_config(r, Config)
-    nets = build(cfg)
-    r.load_checkpoint(nets)
-    return Loaded(cfg, {k: m.to(device).eval() for k, m in nets.items()}, r.path, r, torch.device(device))
+    """The trained LAPGAN (``nets["lapgan"]``, eval mode) of a run folder, a file in it, or a Run."""
+    return load_trained(run, PAPER, Config, build, device)
 
 
 def sample(run: RunLike, out: str, *, n: int = 64, cls: Optional[int] = None, strip: bool = False, seed: int = 0,

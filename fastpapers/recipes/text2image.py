@@ -23,7 +23,7 @@ import torch
 from ..metrics import judge as J
 from ..models import text2image as t2i
 from ..models.gan import dcgan_adam
-from ._common import Loaded, RecipeConfig, RunLike, find_run, open_run, stored_config
+from ._common import Loaded, RecipeConfig, RunLike, load_trained, open_run
 from ._shapes_pairs import HELD_OUT, ShapesPairs, shapes_split, stack_items  # noqa: F401
 
 PAPER = "text2image"
@@ -210,25 +210,24 @@ def train(cfg: Config, out: str, *, resume: bool = False, data=None, device="cpu
     return run
 
 
-def load(run: RunLike, device="cpu") -> Loaded:
-    """The text encoder, G and S (eval mode) of a run folder, its model.pt, or a Run."""
-    if isinstance(run, Loaded):
-        return run
-    r = find_run(run, PAPER)
-    cfg = stored_config(r, Config)
+def _model_weights(r, nets) -> tuple:
     if not r.exists("model.pt"):
         raise FileNotFoundError(f"model file not found: {r.file('model.pt')} (written at the end of "
                                 f"`fastpapers text2image train`)")
     bundle = r.load_tensors("model.pt")
     if not isinstance(bundle, dict) or bundle.get("format") != "fastpapers-text2image":
         raise ValueError(f"model file {r.file('model.pt')} is not a text2image model.pt")
-    nets = build(cfg)
     for k in ("text", "G", "S"):
         try:
             nets[k].load_state_dict(bundle[k])
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"model file {r.file('model.pt')}: {k!r} does not fit the run's config") from exc
-    return Loaded(cfg, {k: nets[k].to(device).eval() for k in ("text", "G", "S")}, r.path, r, torch.device(device))
+    return ("text", "G", "S")
+
+
+def load(run: RunLike, device="cpu") -> Loaded:
+    """The text encoder, G and S (eval mode) of a run folder, its model.pt, or a Run."""
+    return load_trained(run, PAPER, Config, build, device, weights=_model_weights)
 
 
 # ---- sampling and style transfer -------------------------------------------------------------
@@ -347,13 +346,7 @@ def train_judge(cfg: JudgeConfig, out: str, *, resume: bool = False, data=None, 
 
 def load_judge(run: RunLike, device="cpu") -> Loaded:
     """The trained judge (``nets["judge"]``, eval mode) of its run folder or checkpoint.pt."""
-    if isinstance(run, Loaded):
-        return run
-    r = find_run(run, JUDGE)
-    cfg = stored_config(r, JudgeConfig)
-    judge = J.AttributeClassifier(cfg.heads)
-    r.load_checkpoint({"judge": judge})
-    return Loaded(cfg, {"judge": judge.to(device).eval()}, r.path, r, torch.device(device))
+    return load_trained(run, JUDGE, JudgeConfig, lambda cfg: {"judge": J.AttributeClassifier(cfg.heads)}, device)
 
 
 @torch.no_grad()
