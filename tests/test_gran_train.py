@@ -59,6 +59,19 @@ def test_resume_with_another_config_is_refused(tmp_path, digits):
         _train(tmp_path, 2, digits, resume=True, timesteps=3)
 
 
+def test_a_run_folder_of_the_older_format_still_loads(tmp_path, digits):
+    # Before run.json: config.json (the model's shape) beside checkpoint.pt.
+    run = _train(tmp_path / "old", 2, digits)
+    shape = {k: run.config[k] for k in ("nz", "timesteps", "image_size", "channels", "ngf", "ndf", "hz_dim",
+                                         "hc_dim", "new_z_per_step")}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(shape))
+    for f in ("run.json", "run.json.sha256"):
+        os.remove(tmp_path / "old" / f)
+    loaded = recipe.load(str(tmp_path / "old" / "checkpoint.pt"))
+    assert loaded.config.timesteps == 2 and loaded.run.version == 0
+    assert recipe.battle(loaded, loaded, n=10, test=torch.rand(6, 1, 16, 16)).r_test == 1.0
+
+
 def test_config_errors_name_the_flag():
     with pytest.raises(ValueError, match=r"ngf \(--width\)"):
         recipe.Config(ngf=0)
@@ -99,7 +112,7 @@ def test_cli_bad_input(tmp_path, capsys):
     assert run_cli(["gran", "train", "--out", str(tmp_path), "--steps", "0"], capsys)[0] == 2
     assert run_cli(["gran", "train", "--out", str(tmp_path), "--steps", "1", "--timesteps", "0"], capsys)[0] == 2
     code, err = run_cli(["gran", "sample", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
-    assert code == 2 and "run.json" in err
+    assert code == 2 and "not found" in err and "missing.pt" in err
     code, err = run_cli(["gran", "battle", "--checkpoint", "a.pt"], capsys)
     assert code == 2 and "exactly twice" in err
 

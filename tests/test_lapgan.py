@@ -183,7 +183,7 @@ def test_recipe_load_and_evaluate(lapgan_run, tmp_path):
         recipe.Config(conv_kernel=4)
 
 
-def test_a_folder_of_the_older_format_is_refused_with_the_conversion_and_converts(lapgan_run, tmp_path):
+def test_a_folder_of_the_older_format_loads_and_converts(lapgan_run, tmp_path):
     import shutil
     from fastpapers.recipes import lapgan as recipe
     from fastpapers.train.rundir import RunFolderError, convert_legacy
@@ -194,11 +194,15 @@ def test_a_folder_of_the_older_format_is_refused_with_the_conversion_and_convert
     (old / "lapgan.json").write_text(json.dumps({"model": model, "data": None, "seed": 0}))
     for f in ("run.json", "run.json.sha256"):
         os.remove(old / f)
-    with pytest.raises(RunFolderError, match="convert_legacy"):
-        recipe.load(str(old / "checkpoint.pt"))
-    convert_legacy(str(old), "lapgan")
-    loaded = recipe.load(str(old))
+    loaded = recipe.load(str(old / "checkpoint.pt"))  # read in place: nothing is written
     assert loaded.config.model_config() == model and not loaded.config.class_cond
+    assert not (old / "run.json").exists()
+    with pytest.raises(RunFolderError, match="convert_legacy"):  # resuming it needs a run.json
+        recipe.train(recipe.Config(**{k: v for k, v in cfg.items() if k not in ("channels", "num_classes")}),
+                     str(old), resume=True, progress=False)
+    convert_legacy(str(old), "lapgan")
+    again = recipe.load(str(old))
+    assert again.config.model_config() == model and again.run.version == 1
 
 
 BAD_FILES = bad_files("checkpoint.pt", "run.json")
