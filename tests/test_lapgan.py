@@ -240,3 +240,15 @@ def test_bare_command_prints_its_verbs(capsys):
     assert main(["lapgan"]) == 2
     out = capsys.readouterr().out
     assert all(verb in out for verb in ("train", "sample", "eval", "compare"))
+
+
+@pytest.mark.parametrize("content", ['{"levels": 3, "wrong_key": 1}', '{"model": {"levels": 3,', "", "[1, 2]"])
+def test_cli_names_a_bad_legacy_config_file(lapgan_run, tmp_path, capsys, content):
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(lapgan_run, old)
+    for f in ("run.json", "run.json.sha256"):
+        os.remove(old / f)
+    (old / "lapgan.json").write_text(content)
+    assert_refused(["lapgan", "sample", "--checkpoint", str(old / "checkpoint.pt"), "--out", str(tmp_path / "s.png")],
+                   "lapgan.json", capsys, one_line=True, absent=tmp_path / "s.png")

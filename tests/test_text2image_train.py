@@ -306,3 +306,28 @@ def test_bare_command_prints_its_verbs(capsys):
     assert cli.main(["text2image"]) == 2
     out = capsys.readouterr().out
     assert all(verb in out for verb in ("train", "sample", "transfer", "judge", "eval"))
+
+
+def test_run_folders_of_the_older_format_still_load(trained, tmp_path):
+    # Before run.json: config.json (model settings) beside model.pt; judge.json beside the
+    # judge's checkpoint.pt.
+    import json
+    import shutil
+    run, judge = trained
+    old, old_judge = tmp_path / "old", tmp_path / "old_judge"
+    shutil.copytree(run, old)
+    shutil.copytree(judge, old_judge)
+    cfg = json.loads((old / "run.json").read_text())["config"]
+    keep = ("variant", "image_size", "nz", "embed_dim", "proj_dim", "ngf", "ndf", "text_width", "beta",
+            "interp_weight", "instance_noise", "noise_anneal_steps", "upsample")  # no zoom, real_label yet
+    (old / "config.json").write_text(json.dumps({k: cfg[k] for k in keep}))
+    jcfg = json.loads((old_judge / "run.json").read_text())["config"]
+    (old_judge / "judge.json").write_text(json.dumps({"heads": jcfg["heads"], "image_size": 32, "augment": False}))
+    for folder in (old, old_judge):
+        for f in ("run.json", "run.json.sha256"):
+            os.remove(folder / f)
+    m = t2i_cmd.load(str(old / "model.pt"))
+    assert m.config.zoom == 1 and m.config.real_label == 1.0 and m.run.version == 0
+    res = t2i_cmd.evaluate(str(old / "model.pt"), str(old_judge / "checkpoint.pt"), n=6,
+                           data=t2i_cmd.shapes_split("test", image_size=32, n=6, seed=1))
+    assert res["n"] == 6

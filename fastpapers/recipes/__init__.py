@@ -60,9 +60,10 @@ folder), ``run`` (its :class:`~fastpapers.train.rundir.Run`), ``device`` and ``a
 ``train`` writes one run folder (:mod:`fastpapers.train.rundir`): ``run.json`` (format name and
 version, the paper, the whole Config), the checkpoint(s), metrics, samples and the paper's
 artefacts (``Run.save_json`` / ``save_tensors``), every whole file checksummed. ``load``
-refuses another paper's folder naming both; a folder of the older formats (``config.json``,
-``lapgan.json``, ``judge.json``) is refused with the call that converts it
-(``fastpapers.train.rundir.convert_legacy(folder, paper)``), after which it loads.
+refuses another paper's folder naming both. A folder of the older formats (``config.json``,
+``lapgan.json``, ``judge.json``, no run.json) still loads, read in place with nothing written
+(``Loaded.run.version`` is 0); ``--resume`` into one is refused with the call that converts it,
+``fastpapers.train.rundir.convert_legacy(folder, paper)``.
 
 Errors are ``ValueError`` / ``FileNotFoundError`` with one line naming the argument (as its CLI
 flag where there is one) or the file, so the command shells only parse flags and print.
