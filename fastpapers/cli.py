@@ -7,9 +7,10 @@ them:
 - **One line per error, never a traceback, for what a user can cause.** Bad flags are refused
   by argparse (exit 2) with ``<prog>: error: argument --steps: expected a positive int, got
   '0' (see <prog> --help)``; :func:`main` returns 2 for a refused value and leaves through
-  ``SystemExit(2)`` for a malformed command line (unknown flag, missing argument). Errors a command raises for bad input or bad files -- ``ValueError``
-  and ``TypeError`` (including :class:`~fastpapers.train.RunFolderError` and
-  :class:`~fastpapers.train.CorruptFileError`), ``OSError`` (``FileNotFoundError``,
+  ``SystemExit(2)`` for a malformed command line (unknown flag, missing argument). Errors a
+  command raises for bad input or bad files -- ``ValueError`` and ``TypeError`` (including
+  :class:`~fastpapers.train.RunFolderError` and :class:`~fastpapers.train.CorruptFileError`),
+  ``OSError`` (``FileNotFoundError``,
   ``PermissionError``, ``IsADirectoryError``, a full disk), and the errors ``torch.load``,
   ``pickle`` and ``json`` raise for a damaged file -- print ``fastpapers <command> <verb>:
   error: <reason>`` and exit 2; the reason names the file when the error came from reading
@@ -20,8 +21,8 @@ them:
   declares with plain ``type=int`` / ``type=float`` get the checked types of
   :mod:`fastpapers.commands._common` by name (``--steps`` and ``--batch-size`` positive,
   ``--checkpoint-every`` and ``--sample-every`` >= 0, learning rates finite and > 0, every
-  float finite, ``--out`` non-empty; see ``_INT_TYPES`` / ``_FLOAT_TYPES``). A command that picks its own
-  ``type=`` keeps it.
+  float finite, ``--out`` non-empty; see ``_INT_TYPES`` / ``_FLOAT_TYPES``). A command that
+  picks its own ``type=`` keeps it.
 - Interrupts: Ctrl-C exits 130 (a training run saves its checkpoint first), SIGTERM 143.
 """
 import argparse

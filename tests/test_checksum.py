@@ -133,8 +133,10 @@ def test_json_helpers(tmp_path):
     path = str(tmp_path / "c.json")
     C.atomic_save_json({"a": [1, 2]}, path)
     assert C.read_json_file(path) == {"a": [1, 2]}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="c.json"):
         C.atomic_save_json({"a": float("nan")}, path)  # JSON has no NaN; the old file stays
+    with pytest.raises(ValueError, match="c.json.*not JSON serializable"):
+        C.atomic_save_json({"a": object()}, path)
     assert C.read_json_file(path) == {"a": [1, 2]}
     open(path + ".sha256", "w").write("not a digest\n")
     with pytest.raises(C.CorruptFileError, match="c.json.sha256"):

@@ -31,7 +31,8 @@ def test_defaults_and_values():
 @pytest.mark.parametrize("argv, flag, value", [
     (["--steps", "0"], "--steps", "'0'"), (["--steps", "-3"], "--steps", "'-3'"),
     (["--steps", "2.5"], "--steps", "'2.5'"), (["--batch-size", "x"], "--batch-size", "'x'"),
-    (["--checkpoint-every", "-1"], "--checkpoint-every", "'-1'"), (["--sample-every", "1e3"], "--sample-every", "'1e3'"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every", "'-1'"),
+    (["--sample-every", "1e3"], "--sample-every", "'1e3'"),
     (["--lr", "nan"], "--lr", "'nan'"), (["--lr", "inf"], "--lr", "'inf'"), (["--lr", "0"], "--lr", "'0'"),
     (["--lr", "-0.001"], "--lr", "'-0.001'"), (["--out", ""], "--out", "''"), (["--out", "  "], "--out", "'  '"),
 ])

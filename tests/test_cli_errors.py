@@ -150,6 +150,18 @@ def test_os_errors_name_the_file(monkeypatch, capsys, tmp_path):
     assert code == 2 and err.strip() == f"fastpapers info: error: {tmp_path / 'out.json'}: Permission denied"
 
 
+def test_sigterm_exit_status_passes_through(monkeypatch):
+    from fastpapers.commands import info
+
+    def terminated(args):  # what Trainer.fit raises after saving on SIGTERM
+        raise SystemExit(143)
+
+    monkeypatch.setattr(info, "run", terminated)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["info"])
+    assert exc.value.code == 143
+
+
 def test_interrupt_exits_130(monkeypatch, capsys):
     from fastpapers.commands import info
 

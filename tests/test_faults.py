@@ -37,7 +37,8 @@ def _inproc(out, *args):
 
 
 def _records(out):
-    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in read_records(os.path.join(out, "metrics.jsonl"))]
+    records = read_records(os.path.join(out, "metrics.jsonl"))
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records]
 
 
 def _params(out):

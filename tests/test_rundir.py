@@ -172,6 +172,11 @@ def test_run_load_checkpoint(tmp_path):
     assert torch.equal(other.weight, lin.weight)
     with pytest.raises(ValueError, match="does not fit"):
         run.load_checkpoint({"m": torch.nn.Linear(3, 2)})
+    snap = run.file("step_3.pt")
+    C.atomic_save({"format": C.FORMAT, "step": 2, "modules": {"m": lin.state_dict()}}, snap)
+    assert load_run(snap, "gran").load_checkpoint({"m": other}, checkpoint=snap)["step"] == 2
+    with pytest.raises(FileNotFoundError, match="step_9.pt"):
+        run.load_checkpoint({"m": other}, checkpoint=run.file("step_9.pt"))
 
 
 def test_check_config_lists_every_difference(tmp_path):

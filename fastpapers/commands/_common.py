@@ -4,8 +4,9 @@
 - :func:`add_training_flags`: ``--steps``, ``--batch-size``, ``--checkpoint-every``,
   ``--sample-every``, ``--resume`` (and ``--lr`` when the command has one learning rate).
 - ``type=`` helpers (:func:`positive_int`, :func:`nonneg_int`, :func:`positive_float`,
-  :func:`nonneg_float`, :func:`finite_float`, :func:`prob_float`, :func:`nonempty_path`, :func:`device_name`): a bad value is refused by argparse itself with
-  one line that names the flag, e.g. ``argument --steps: expected a positive int, got '0'``.
+  :func:`nonneg_float`, :func:`finite_float`, :func:`prob_float`, :func:`nonempty_path`,
+  :func:`device_name`): a bad value is refused by argparse itself with one line that names
+  the flag, e.g. ``argument --steps: expected a positive int, got '0'``.
 
 >>> import argparse
 >>> p = argparse.ArgumentParser()

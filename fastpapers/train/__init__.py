@@ -40,7 +40,8 @@ Rules worth knowing:
 
 - Inside ``step_fn(tr, batch)``: ``tr.device``, ``tr.global_step`` (steps done before this
   one), ``tr.modules`` / ``tr.optimizers`` (your dicts), ``tr.rank``, ``tr.world_size``,
-  ``tr.is_main``, ``tr.stop_requested`` (a signal asked the run to stop after this step). Return a dict of scalars to log (or None).
+  ``tr.is_main``, ``tr.stop_requested`` (a signal asked the run to stop after this step).
+  Return a dict of scalars to log (or None).
 
 - ``modules`` / ``optimizers`` are dicts of names; modules are moved to ``device`` in place.
   ``tr.step(name, loss)`` updates one optimiser; call it as many times per step as you like

@@ -251,8 +251,14 @@ def atomic_save(obj, path: str) -> str:
 
 
 def atomic_save_json(obj, path: str, *, indent: int = 1) -> str:
-    """Write ``obj`` as JSON to ``path`` atomically, with a checksum."""
-    text = json.dumps(obj, indent=indent, sort_keys=False, allow_nan=False) + "\n"
+    """Write ``obj`` as JSON to ``path`` atomically, with a checksum.
+
+    Strict JSON: NaN and infinities are refused (``ValueError`` naming the file) rather than
+    written as the non-standard tokens other readers reject; the previous file stays."""
+    try:
+        text = json.dumps(obj, indent=indent, sort_keys=False, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot write {path} as JSON: {exc}") from exc
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 

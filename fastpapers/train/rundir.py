@@ -8,6 +8,7 @@ A run folder holds everything one training run made::
     <out>/metrics.jsonl     one JSON record per logged step (and metrics.csv, tb/ beside it)
     <out>/samples/*.png     sample grids
     <out>/<artefact>        vocabularies and other files a paper needs (Run.save_json / save_tensors)
+    <out>/<file>.sha256     the SHA-256 of each file above that is written whole (sha256sum format)
 
 Every file written whole (``run.json``, ``checkpoint.pt``, the artefacts) is written atomically
 and carries a ``<name>.sha256`` sidecar that every reader verifies (see
@@ -128,12 +129,15 @@ class Run:
         """``torch.load(weights_only=True)`` of ``<run>/<name>`` after its checksum is verified."""
         return _reraise(C.load_torch_file, self.file(name), map_location, what=f"{self.paper} run file")
 
-    def load_checkpoint(self, modules=None, *, map_location="cpu", strict: bool = True) -> dict:
-        """:func:`fastpapers.train.load_checkpoint` of this run's ``checkpoint.pt``."""
-        if not self.has_checkpoint:
+    def load_checkpoint(self, modules=None, *, checkpoint: Optional[str] = None, map_location="cpu",
+                        strict: bool = True) -> dict:
+        """:func:`fastpapers.train.load_checkpoint` of this run's ``checkpoint.pt`` (or of the file
+        ``checkpoint``, e.g. a snapshot the user named with ``--checkpoint``)."""
+        path = self.checkpoint_path if checkpoint is None else os.path.abspath(checkpoint)
+        if checkpoint is None and not self.has_checkpoint:
             raise RunFolderError(f"run folder {self.path} has no checkpoint.pt yet "
                                  f"(train it first: `fastpapers {self.paper} train --out {self.path}`)")
-        return _reraise(C.load_checkpoint, self.checkpoint_path, modules, map_location=map_location, strict=strict)
+        return _reraise(C.load_checkpoint, path, modules, map_location=map_location, strict=strict)
 
 
 def _reraise(fn, *args, **kwargs):
@@ -156,7 +160,8 @@ def _read_run_json(folder: str, paper: Optional[str]) -> Run:
         raise RunFolderError(f"{where} has no integer 'version' (expected {RUN_VERSION})")
     if version > RUN_VERSION:
         raise RunFolderError(f"{where} is run-folder version {version}, written by a newer fastpapers "
-                             f"({meta.get('fastpapers_version')}); this one reads version {RUN_VERSION}: upgrade fastpapers")
+                             f"({meta.get('fastpapers_version')}); this one reads version {RUN_VERSION}: "
+                             f"upgrade fastpapers")
     if version < RUN_VERSION:
         raise RunFolderError(f"{where} is run-folder version {version}; this fastpapers reads version {RUN_VERSION}")
     if not isinstance(meta.get("paper"), str) or not isinstance(meta.get("config"), dict):

@@ -14,8 +14,8 @@ from torch import nn
 
 from .. import viz
 from . import distributed as D
-from .checkpoint import (FORMAT, VERSION, CorruptFileError, atomic_save, get_rng_state, read_checkpoint, remove_stale_temp_files,
-                         seed_everything, set_rng_state)
+from .checkpoint import (FORMAT, VERSION, CorruptFileError, atomic_save, get_rng_state, read_checkpoint,
+                         remove_stale_temp_files, seed_everything, set_rng_state)
 from .data import ResumableLoader
 from .log import MetricLogger
 
