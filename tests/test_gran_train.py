@@ -188,3 +188,15 @@ def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
     assert running.test_error_1 != running.test_error_2  # the corruption matters in eval mode
     with pytest.raises(ValueError, match="bn"):
         recipe.battle(a, b, n=30, test=test, bn="eval")
+
+
+def test_a_snapshot_in_the_run_folder_loads_its_own_weights(tmp_path, digits):
+    import shutil
+    _train(tmp_path / "run", 2, digits)
+    shutil.copyfile(tmp_path / "run" / "checkpoint.pt", tmp_path / "run" / "step_000002.pt")
+    _train(tmp_path / "run", 4, digits, resume=True)
+    snap = recipe.load(str(tmp_path / "run" / "step_000002.pt")).nets["G"].state_dict()
+    last = recipe.load(str(tmp_path / "run")).nets["G"].state_dict()
+    two = _weights(tmp_path / "run" / "step_000002.pt")["G"]
+    assert all(torch.equal(snap[k], two[k]) for k in two)
+    assert any(not torch.equal(snap[k], last[k]) for k in two if two[k].is_floating_point())

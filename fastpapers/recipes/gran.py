@@ -131,11 +131,8 @@ def load(run: RunLike, device="cpu") -> Loaded:
     file's weights."""
     def weights(r, nets):
         path = os.path.abspath(os.fspath(run))
-        if path.endswith(".pt") and os.path.isfile(path) and path != os.path.abspath(r.checkpoint_path):
-            from ..train import load_checkpoint
-            load_checkpoint(path, nets)
-        else:
-            r.load_checkpoint(nets)
+        snapshot = path.endswith(".pt") and os.path.isfile(path) and path != os.path.abspath(r.checkpoint_path)
+        r.load_checkpoint(nets, checkpoint=path if snapshot else None)
 
     return load_trained(run, PAPER, Config, build, device,
                         weights=weights if isinstance(run, (str, os.PathLike)) else None)
