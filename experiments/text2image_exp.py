@@ -33,7 +33,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastpapers.commands import text2image as T  # noqa: E402
+from fastpapers.metrics import judge as J  # noqa: E402
+from fastpapers.recipes import text2image as T  # noqa: E402
 
 VARIANTS = ["gan", "gan-cls", "gan-int", "gan-int-cls"]
 TEXT = dict(embed_dim=64, text_width=96)
@@ -51,16 +52,17 @@ def _train_data(a):
 
 
 def prepare(a):
-    T.train_judge(os.path.join(a.root, "judge"), steps=a.judge_steps, batch_size=64, seed=1, progress=False,
-                  resume=True, image_size=a.size, zoom=a.zoom,
+    T.train_judge(T.JudgeConfig(steps=a.judge_steps, batch_size=64, seed=1, image_size=a.size, zoom=a.zoom),
+                  os.path.join(a.root, "judge"), progress=False, resume=True,
                   data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1, zoom=a.zoom))
     if a.robust_judge:
-        T.train_judge(os.path.join(a.root, "judge_robust"), steps=a.judge_steps, batch_size=64, seed=1,
-                      progress=False, resume=True, augment=True,
-                      zoom=a.zoom, image_size=a.size, data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1, zoom=a.zoom))
+        T.train_judge(T.JudgeConfig(steps=a.judge_steps, batch_size=64, seed=1, augment=True, zoom=a.zoom,
+                                    image_size=a.size), os.path.join(a.root, "judge_robust"), progress=False,
+                      resume=True, data=T.shapes_split("all", image_size=a.size, n=a.train_size, seed=1, zoom=a.zoom))
     # Only the text encoder of this run is used (GAN and style stages: one step each).
-    T.train(os.path.join(a.root, "embedding"), steps=1, style_steps=1, embed_steps=a.embed_steps, batch_size=64,
-            progress=False, resume=True, data=_train_data(a), ngf=32, ndf=32, image_size=a.size, zoom=a.zoom, **TEXT)
+    T.train(T.Config(steps=1, style_steps=1, embed_steps=a.embed_steps, batch_size=64, ngf=32, ndf=32,
+                     image_size=a.size, zoom=a.zoom, **TEXT), os.path.join(a.root, "embedding"), progress=False,
+            resume=True, data=_train_data(a))
     sep = text_separation(os.path.join(a.root, "embedding", "model.pt"))
     with open(os.path.join(a.root, "embedding", "separation.json"), "w") as f:
         json.dump(sep, f, indent=1)
@@ -74,7 +76,7 @@ def text_separation(model, per_class=20):
     in colour, only in shape. The fourth session found the 600-step encoder put circle and
     square captions 0.0-0.2 apart (colour: 2.0), so no G could draw the shape it was asked."""
     from fastpapers.data.shapes import COLOURS, SHAPES, SIZES, caption_variants
-    _, nets = T.load_model(model)
+    nets = T.load(model).nets
     g = torch.Generator().manual_seed(0)
     classes = [(s, c, k) for s in SIZES for c in COLOURS for k in SHAPES]
     cent = torch.stack([nets["text"].embed(caption_variants(s, c, k, per_class, g)).mean(0) for s, c, k in classes])
@@ -90,12 +92,11 @@ def text_separation(model, per_class=20):
 
 def variant(a):
     out = os.path.join(a.root, a.name + a.suffix)
-    kw = dict(lr=2e-4, batch_size=64, progress=False, seed=a.seed, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
-              variant=a.name, resume=True, sample_every=a.chunk, checkpoint_every=a.chunk, data=_train_data(a),
-              ngf=a.width, ndf=a.width, image_size=a.size, zoom=a.zoom, upsample=a.upsample, wrong_text=a.wrong_text,
-              real_label=a.real_label,
-              lr_d=a.lr_d,
-              instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
+    data = _train_data(a)
+    kw = dict(lr=2e-4, batch_size=64, seed=a.seed, text_encoder=os.path.join(a.root, "embedding", "model.pt"),
+              variant=a.name, sample_every=a.chunk, checkpoint_every=a.chunk, ngf=a.width, ndf=a.width,
+              image_size=a.size, zoom=a.zoom, upsample=a.upsample, wrong_text=a.wrong_text, real_label=a.real_label,
+              lr_d=a.lr_d, instance_noise=a.instance_noise, noise_anneal_steps=a.noise_anneal_steps, **TEXT)
     log_path = os.path.join(out, "budget.json")
     spent, steps = 0.0, 0
     if os.path.isfile(log_path):
@@ -110,14 +111,14 @@ def variant(a):
             break
         t0 = time.process_time()
         # style_steps=1 keeps each chunk cheap; the style encoder is trained once at the end.
-        T.train(out, steps=steps + nxt, style_steps=1, **kw)
+        T.train(T.Config(steps=steps + nxt, style_steps=1, **kw), out, resume=True, progress=False, data=data)
         spent += time.process_time() - t0
         steps += nxt
         with open(log_path, "w") as f:
             json.dump({"cpu_s": spent, "gan_steps": steps, "cpu_budget_s": a.cpu_budget}, f)
         print(f"{a.name}: {steps} GAN steps, {spent:.0f} CPU s", flush=True)
     t0 = time.process_time()
-    T.train(out, steps=steps, style_steps=a.style_steps, **kw)
+    T.train(T.Config(steps=steps, style_steps=a.style_steps, **kw), out, resume=True, progress=False, data=data)
     with open(log_path, "w") as f:
         json.dump({"cpu_s": spent, "gan_steps": steps, "cpu_budget_s": a.cpu_budget, "style_steps": a.style_steps,
                    "style_cpu_s": time.process_time() - t0}, f)
@@ -139,7 +140,7 @@ def foreground_colour(x):
 
 
 def colour_probe(nets, test, n):
-    items = T._stack(test, ("image", "caption", "colour", "unseen"), limit=n)
+    items = T.stack_items(test, ("image", "caption", "colour", "unseen"), limit=n)
     z = torch.randn(len(items["caption"]), 100, generator=torch.Generator().manual_seed(0))
     hit = (foreground_colour(T.generate(nets, items["caption"], z)) == items["colour"]).float()
     unseen = items["unseen"].bool()
@@ -152,13 +153,13 @@ def style_controls(test, n, width, size):
     untrained style encoder. Backgrounds fill most of each image, so any image feature may
     separate them; a trained S is informative only where it beats these."""
     from fastpapers.models import text2image as t2i
-    items = T._stack(test, ("image", "background"), limit=n)
+    items = T.stack_items(test, ("image", "background"), limit=n)
     torch.manual_seed(0)
     s = t2i.StyleEncoder(100, width, size).eval()
     with torch.no_grad():
         untrained = s(items["image"])
-    return {"style/auc_background_pixels": t2i.pairwise_auc(items["image"].flatten(1), items["background"]),
-            "style/auc_background_untrained_S": t2i.pairwise_auc(untrained, items["background"])}
+    return {"style/auc_background_pixels": J.pairwise_auc(items["image"].flatten(1), items["background"]),
+            "style/auc_background_untrained_S": J.pairwise_auc(untrained, items["background"])}
 
 
 def shape_confusion(nets, test, n, judge_path):
@@ -167,9 +168,9 @@ def shape_confusion(nets, test, n, judge_path):
     from fastpapers.data.shapes import SHAPES
     if not os.path.isfile(judge_path):
         return {}
-    items = T._stack(test, ("caption", "kind"), limit=n)
+    items = T.stack_items(test, ("caption", "kind"), limit=n)
     z = torch.randn(len(items["caption"]), 100, generator=torch.Generator().manual_seed(0))
-    pred = T._predict(T.load_judge(judge_path), T.generate(nets, items["caption"], z))["kind"]
+    pred = J.predict(T.load_judge(judge_path).nets["judge"], T.generate(nets, items["caption"], z))["kind"]
     conf = torch.zeros(len(SHAPES), len(SHAPES), dtype=torch.long)
     conf.index_put_((items["kind"], pred), torch.ones_like(pred), accumulate=True)
     return {"robust_judge/shape_confusion": conf.tolist()}
@@ -192,7 +193,7 @@ def report(a):
             rows[v].update({f"robust_judge/{k}": x for k, x in again.items() if k.startswith(("generated/", "real/"))})
         with open(os.path.join(a.root, v + a.suffix, "budget.json")) as f:
             rows[v]["budget"] = json.load(f)
-        _, nets = T.load_model(model)
+        nets = T.load(model).nets
         rows[v].update(colour_probe(nets, test, a.eval_n))
         grids.append(torch.stack([T.generate(nets, [c] * 6, z) for c in PREVIEW]))  # (captions, 6, 3, S, S)
         rows[v].update(shape_confusion(nets, test, a.eval_n, robust))

@@ -8,6 +8,7 @@ import torch
 
 from fastpapers import cli
 from fastpapers.recipes import gran as recipe
+from tests.cli_table import assert_flag_refused, assert_refused, bad_files, corrupted_copy, run_cli
 
 TINY = dict(nz=8, timesteps=2, image_size=16, ngf=8, ndf=8, hz_dim=8, hc_dim=8)
 
@@ -29,15 +30,6 @@ def _train(out, steps, digits, resume=False, **kw):
 
 def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["modules"]
-
-
-def main(argv, capsys):
-    """(exit status, stderr) of ``fastpapers ARGV``, whether argparse or the command refused it."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 def test_train_resume_is_bit_exact_and_samples(tmp_path, digits):
@@ -65,6 +57,19 @@ def test_resume_with_another_config_is_refused(tmp_path, digits):
     _train(tmp_path, 1, digits)
     with pytest.raises(ValueError, match="config"):
         _train(tmp_path, 2, digits, resume=True, timesteps=3)
+
+
+def test_a_run_folder_of_the_older_format_still_loads(tmp_path, digits):
+    # Before run.json: config.json (the model's shape) beside checkpoint.pt.
+    run = _train(tmp_path / "old", 2, digits)
+    shape = {k: run.config[k] for k in ("nz", "timesteps", "image_size", "channels", "ngf", "ndf", "hz_dim",
+                                         "hc_dim", "new_z_per_step")}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(shape))
+    for f in ("run.json", "run.json.sha256"):
+        os.remove(tmp_path / "old" / f)
+    loaded = recipe.load(str(tmp_path / "old" / "checkpoint.pt"))
+    assert loaded.config.timesteps == 2 and loaded.run.version == 0
+    assert recipe.battle(loaded, loaded, n=10, test=torch.rand(6, 1, 16, 16)).r_test == 1.0
 
 
 def test_config_errors_name_the_flag():
@@ -104,11 +109,11 @@ def test_cli_train_sample_battle_on_mnist(tmp_path, capsys):
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    assert main(["gran", "train", "--out", str(tmp_path), "--steps", "0"], capsys)[0] == 2
-    assert main(["gran", "train", "--out", str(tmp_path), "--steps", "1", "--timesteps", "0"], capsys)[0] == 2
-    code, err = main(["gran", "sample", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
-    assert code == 2 and "run.json" in err
-    code, err = main(["gran", "battle", "--checkpoint", "a.pt"], capsys)
+    assert run_cli(["gran", "train", "--out", str(tmp_path), "--steps", "0"], capsys)[0] == 2
+    assert run_cli(["gran", "train", "--out", str(tmp_path), "--steps", "1", "--timesteps", "0"], capsys)[0] == 2
+    code, err = run_cli(["gran", "sample", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
+    assert code == 2 and "not found" in err and "missing.pt" in err
+    code, err = run_cli(["gran", "battle", "--checkpoint", "a.pt"], capsys)
     assert code == 2 and "exactly twice" in err
 
 
@@ -119,41 +124,17 @@ def trained(tmp_path_factory, digits):
     return out
 
 
-def _copy_with(trained, tmp_path, name, content):
-    import shutil
-    folder = tmp_path / "bad"
-    shutil.copytree(trained, folder)
-    path = folder / name
-    if callable(content):
-        content = content(path.read_bytes())
-    path.write_bytes(content)
-    return folder
-
-
-def _flip(data):
-    data = bytearray(data)
-    data[len(data) // 2] ^= 0x10
-    return bytes(data)
-
-
-BAD_FILES = [  # (file, new content) -> the refusal names the file
-    ("checkpoint.pt", _flip), ("checkpoint.pt", b""), ("checkpoint.pt", lambda b: b[:len(b) // 3]),
-    ("checkpoint.pt", os.urandom(300)), ("run.json", b""), ("run.json", b'{"format": "fastpapers-run", "ver'),
-    ("run.json", os.urandom(64)),
-]
+BAD_FILES = bad_files("checkpoint.pt", "run.json")
 
 
 @pytest.mark.parametrize("verb", ["sample", "battle"])
-@pytest.mark.parametrize("name,content", BAD_FILES)
-def test_cli_refuses_corrupt_run_files(trained, tmp_path, capsys, verb, name, content):
-    folder = _copy_with(trained, tmp_path, name, content)
+@pytest.mark.parametrize("name,how", BAD_FILES)
+def test_cli_refuses_corrupt_run_files(trained, tmp_path, capsys, verb, name, how):
+    folder = corrupted_copy(trained, tmp_path, name, how)
     ckpt = str(folder / "checkpoint.pt")
     argv = ["gran", "sample", "--checkpoint", ckpt, "--out", str(tmp_path / "s")] if verb == "sample" else \
         ["gran", "battle", "--checkpoint", ckpt, "--checkpoint", ckpt, "--n", "4"]
-    code, err = main(argv, capsys)
-    assert code != 0 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and name in err, err
-    assert not os.path.exists(tmp_path / "s")
+    assert_refused(argv, name, capsys, one_line=True, absent=tmp_path / "s")
 
 
 BAD_FLAGS = [  # argv after `gran`, what the one-line reason must name
@@ -163,7 +144,8 @@ BAD_FLAGS = [  # argv after `gran`, what the one-line reason must name
     (["train", "--size", "9"], "--size"), (["train", "--size", "0"], "--size"),
     (["train", "--lr-d", "nan"], "--lr-d"), (["train", "--lr-g", "-1"], "--lr-g"),
     (["train", "--checkpoint-every", "-1"], "--checkpoint-every"), (["train", "--device", "tpu"], "--device"),
-    (["sample", "--checkpoint", "x.pt", "--n", "0"], "--n"), (["sample", "--checkpoint", "x.pt", "--rows", "0"], "--rows"),
+    (["sample", "--checkpoint", "x.pt", "--n", "0"], "--n"),
+    (["sample", "--checkpoint", "x.pt", "--rows", "0"], "--rows"),
     (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--n", "0"], "--n"),
     (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--tolerance", "-1"], "--tolerance"),
     (["battle", "--checkpoint", "x.pt", "--checkpoint", "x.pt", "--bn", "eval"], "--bn"),
@@ -172,12 +154,7 @@ BAD_FLAGS = [  # argv after `gran`, what the one-line reason must name
 
 @pytest.mark.parametrize("argv,flag", BAD_FLAGS)
 def test_cli_bad_flags_table(tmp_path, capsys, argv, flag):
-    if argv[0] == "train" and "--out" not in argv:
-        argv = argv + ["--out", str(tmp_path / "run")]
-    code, err = main(["gran"] + argv, capsys)
-    assert code == 2 and "Traceback" not in err
-    assert flag in err.strip().splitlines()[-1], err
-    assert not os.path.exists(tmp_path / "run")
+    assert_flag_refused("gran", argv, flag, capsys, tmp_path, out_verbs=("train",))
 
 
 def test_bare_command_prints_its_verbs(capsys):
@@ -211,3 +188,15 @@ def test_battle_uses_batch_statistics_like_the_reference(tmp_path, digits):
     assert running.test_error_1 != running.test_error_2  # the corruption matters in eval mode
     with pytest.raises(ValueError, match="bn"):
         recipe.battle(a, b, n=30, test=test, bn="eval")
+
+
+def test_a_snapshot_in_the_run_folder_loads_its_own_weights(tmp_path, digits):
+    import shutil
+    _train(tmp_path / "run", 2, digits)
+    shutil.copyfile(tmp_path / "run" / "checkpoint.pt", tmp_path / "run" / "step_000002.pt")
+    _train(tmp_path / "run", 4, digits, resume=True)
+    snap = recipe.load(str(tmp_path / "run" / "step_000002.pt")).nets["G"].state_dict()
+    last = recipe.load(str(tmp_path / "run")).nets["G"].state_dict()
+    two = _weights(tmp_path / "run" / "step_000002.pt")["G"]
+    assert all(torch.equal(snap[k], two[k]) for k in two)
+    assert any(not torch.equal(snap[k], last[k]) for k in two if two[k].is_floating_point())

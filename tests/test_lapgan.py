@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from fastpapers.cli import main
 from fastpapers.models.lapgan import (LAPGAN, count_parameters, gan_optimizers, gan_step_fn, lapgan_optimizers,
                                       lapgan_step_fn, matched_gan, sample_strip)
 from fastpapers.train import Trainer
+from tests.cli_table import assert_flag_refused, assert_refused, bad_files, corrupted_copy
 from tests.utils import assert_close
 
 
@@ -128,8 +130,8 @@ def test_cli_train_sample_eval(tmp_path, capsys):
                  "--batch-size", "16", "--class-cond", "--sample-every", "0"]) == 0
     ckpt = out / "checkpoint.pt"
     assert ckpt.is_file()
-    cfg = json.loads((out / "lapgan.json").read_text())
-    assert cfg["model"]["num_classes"] == 10 and cfg["model"]["size"] == 8
+    cfg = json.loads((out / "run.json").read_text())
+    assert cfg["paper"] == "lapgan" and cfg["config"]["num_classes"] == 10 and cfg["config"]["size"] == 8
     assert main(["lapgan", "train", "--out", str(out), "--size", "8", "--levels", "2", "--steps", "5",
                  "--batch-size", "16", "--class-cond", "--sample-every", "0", "--resume"]) == 0
     assert "trained 5 steps" in capsys.readouterr().out
@@ -156,3 +158,97 @@ def test_cli_compare_smoke(tmp_path):
     assert res["lapgan"]["steps"] == res["gan"]["steps"] == 25
     for name in ("lapgan_samples.png", "gan_samples.png", "lapgan_strip.png", "test_images.png"):
         assert (out / name).is_file()
+
+
+# ---- the recipe, legacy folders, and the CLI's answers to bad input ----------------------------
+
+@pytest.fixture(scope="module")
+def lapgan_run(tmp_path_factory):
+    from fastpapers.recipes import lapgan as recipe
+    out = tmp_path_factory.mktemp("lapgan") / "run"
+    recipe.train(recipe.Config(size=8, levels=2, steps=2, batch_size=16, sample_every=0, conv_hidden=8), str(out),
+                 progress=False)
+    return out
+
+
+def test_recipe_load_and_evaluate(lapgan_run, tmp_path):
+    from fastpapers.recipes import lapgan as recipe
+    loaded = recipe.load(str(lapgan_run))
+    assert loaded.config.size == 8 and loaded.config.channels == 1 and loaded.run.paper == "lapgan"
+    res = recipe.evaluate(loaded, samples=20)
+    assert res["sigma"] > 0 and res["log_likelihood"] == res["log_likelihood"]
+    [png] = recipe.sample(str(lapgan_run / "checkpoint.pt"), str(tmp_path / "s.png"), n=4)
+    assert os.path.isfile(png)
+    with pytest.raises(ValueError, match=r"conv_kernel \(--conv-kernel\)"):
+        recipe.Config(conv_kernel=4)
+
+
+def test_a_folder_of_the_older_format_loads_and_converts(lapgan_run, tmp_path):
+    import shutil
+    from fastpapers.recipes import lapgan as recipe
+    from fastpapers.train.rundir import RunFolderError, convert_legacy
+    old = tmp_path / "old"
+    shutil.copytree(lapgan_run, old)
+    cfg = json.loads((old / "run.json").read_text())["config"]
+    model = {k: cfg[k] for k in recipe.MODEL_KEYS}
+    (old / "lapgan.json").write_text(json.dumps({"model": model, "data": None, "seed": 0}))
+    for f in ("run.json", "run.json.sha256"):
+        os.remove(old / f)
+    loaded = recipe.load(str(old / "checkpoint.pt"))  # read in place: nothing is written
+    assert loaded.config.model_config() == model and not loaded.config.class_cond
+    assert not (old / "run.json").exists()
+    with pytest.raises(RunFolderError, match="convert_legacy"):  # resuming it needs a run.json
+        recipe.train(recipe.Config(**{k: v for k, v in cfg.items() if k not in ("channels", "num_classes")}),
+                     str(old), resume=True, progress=False)
+    convert_legacy(str(old), "lapgan")
+    again = recipe.load(str(old))
+    assert again.config.model_config() == model and again.run.version == 1
+
+
+BAD_FILES = bad_files("checkpoint.pt", "run.json")
+
+
+@pytest.mark.parametrize("verb", ["sample", "eval"])
+@pytest.mark.parametrize("name,how", BAD_FILES)
+def test_cli_refuses_corrupt_run_files(lapgan_run, tmp_path, capsys, verb, name, how):
+    folder = corrupted_copy(lapgan_run, tmp_path, name, how)
+    argv = ["lapgan", verb, "--checkpoint", str(folder / "checkpoint.pt")]
+    if verb == "sample":
+        argv += ["--out", str(tmp_path / "s.png")]
+    assert_refused(argv, name, capsys, one_line=True, absent=tmp_path / "s.png")
+
+
+BAD_FLAGS = [
+    (["train", "--steps", "0"], "--steps"), (["train", "--batch-size", "-1"], "--batch-size"),
+    (["train", "--out", ""], "--out"), (["train", "--lr", "nan"], "--lr"), (["train", "--size", "0"], "--size"),
+    (["train", "--levels", "0"], "--levels"), (["train", "--size", "8", "--levels", "9"], "--levels"),
+    (["train", "--conv-kernel", "4"], "--conv-kernel"), (["train", "--conv-hidden", "0"], "--conv-hidden"),
+    (["train", "--sample-every", "-2"], "--sample-every"), (["train", "--data", ""], "--data"),
+    (["sample", "--checkpoint", "x.pt", "--n", "0"], "--n"),
+    (["eval", "--checkpoint", "x.pt", "--samples", "0"], "--samples"),
+    (["compare", "--cpu-seconds", "0"], "--cpu-seconds"), (["compare", "--cpu-seconds", "inf"], "--cpu-seconds"),
+    (["compare", "--threads", "0"], "--threads"), (["compare", "--out", ""], "--out"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", BAD_FLAGS)
+def test_cli_bad_flags_table(tmp_path, capsys, argv, flag):
+    assert_flag_refused("lapgan", argv, flag, capsys, tmp_path, out_verbs=("train", "compare"))
+
+
+def test_bare_command_prints_its_verbs(capsys):
+    assert main(["lapgan"]) == 2
+    out = capsys.readouterr().out
+    assert all(verb in out for verb in ("train", "sample", "eval", "compare"))
+
+
+@pytest.mark.parametrize("content", ['{"levels": 3, "wrong_key": 1}', '{"model": {"levels": 3,', "", "[1, 2]"])
+def test_cli_names_a_bad_legacy_config_file(lapgan_run, tmp_path, capsys, content):
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(lapgan_run, old)
+    for f in ("run.json", "run.json.sha256"):
+        os.remove(old / f)
+    (old / "lapgan.json").write_text(content)
+    assert_refused(["lapgan", "sample", "--checkpoint", str(old / "checkpoint.pt"), "--out", str(tmp_path / "s.png")],
+                   "lapgan.json", capsys, one_line=True, absent=tmp_path / "s.png")

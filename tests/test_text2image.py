@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fastpapers.metrics import judge as J
 from fastpapers.models import text2image as t2i
 from tests.utils import assert_close, assert_raises_naming
 
@@ -308,12 +309,12 @@ def test_style_transfer_uses_s_of_query():
 def test_pairwise_auc_hand_made():
     # Two tight clusters by label: every same-label pair is more similar than any other pair.
     v = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    assert t2i.pairwise_auc(v, torch.tensor([0, 0, 1, 1])) == 1.0
+    assert J.pairwise_auc(v, torch.tensor([0, 0, 1, 1])) == 1.0
     # Labels across the clusters: same-label similarities {0, 0.22} against {0.99, 0.11, 0.11,
     # 0.99}; only 0.22 > 0.11 wins, twice out of 8 comparisons.
-    assert t2i.pairwise_auc(v, torch.tensor([0, 1, 0, 1])) == pytest.approx(0.25)
+    assert J.pairwise_auc(v, torch.tensor([0, 1, 0, 1])) == pytest.approx(0.25)
     # Identical vectors: every similarity ties, AUC is exactly chance.
-    assert t2i.pairwise_auc(torch.ones(5, 3), torch.tensor([0, 0, 1, 1, 1])) == 0.5
+    assert J.pairwise_auc(torch.ones(5, 3), torch.tensor([0, 0, 1, 1, 1])) == 0.5
 
 
 def test_pairwise_auc_matches_brute_force():
@@ -326,11 +327,37 @@ def test_pairwise_auc_matches_brute_force():
         for j in range(i + 1, 12):
             (pos if labels[i] == labels[j] else neg).append(float(vn[i] @ vn[j]))
     wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    assert t2i.pairwise_auc(v, labels) == pytest.approx(wins / (len(pos) * len(neg)))
+    assert J.pairwise_auc(v, labels) == pytest.approx(wins / (len(pos) * len(neg)))
 
 
 def test_attribute_classifier_heads():
-    c = t2i.AttributeClassifier({"colour": 6, "shape": 5}, width=4)
+    c = J.AttributeClassifier({"colour": 6, "shape": 5}, width=4)
     out = c(torch.rand(2, 3, 32, 32))
     assert out["colour"].shape == (2, 6) and out["shape"].shape == (2, 5)
-    assert_raises_naming(ValueError, "heads", t2i.AttributeClassifier, {"colour": 1})
+    assert_raises_naming(ValueError, "heads", J.AttributeClassifier, {"colour": 1})
+
+
+@pytest.mark.parametrize("interp", [False, True])
+def test_gan_cls_step_is_algorithm_1(interp):
+    # One step, with updates that only record their order, equals the losses built by hand from
+    # the same random draws: z, the wrong texts, then (GAN-INT) the partners and z'.
+    torch.manual_seed(0)
+    G, D = t2i.Generator(8, 6, 8, 4, 32), t2i.Discriminator(8, 8, 4, 32)
+    x, phi, labels = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8), torch.tensor([0, 0, 1, 1])
+    calls = []
+    torch.manual_seed(1)
+    out = t2i.gan_cls_step(G, D, x, phi, lambda name, loss: calls.append(name), labels=labels, interp=interp)
+    assert calls == ["D", "G"]
+    torch.manual_seed(1)
+    fake = G(torch.randn(4, 6), phi)
+    s_w = D(x, phi[t2i.mismatched_indices(labels)])
+    loss_d = t2i.discriminator_loss(D(x, phi), D(fake.detach(), phi), s_w, 0.5)
+    s_int = None
+    if interp:
+        phi_int = t2i.interpolate_embeddings(phi[:2], phi[torch.randperm(4)[:2]], 0.5)
+        s_int = D(G(torch.randn(2, 6), phi_int), phi_int)
+    loss_g = t2i.generator_loss(D(fake, phi), s_int)
+    assert_close(out["loss_d"], loss_d)
+    assert_close(out["loss_g"], loss_g)
+    with pytest.raises(ValueError, match="attributes"):
+        t2i.gan_cls_step(G, D, x, phi, lambda *a: None, labels=labels, wrong_text="near")

@@ -13,13 +13,13 @@ QUICK_STEPS = 40
 
 
 def run(out_dir, *, device, seed):
-    from ..commands.lapgan import load_images, load_model, splits
     from ..models.lapgan import LAPGAN, lapgan_optimizers, lapgan_step_fn, sample_strip
+    from ..recipes.lapgan import load, load_images, splits
     from ..train import Trainer
     from ..viz import save_grid
 
     if os.path.isfile(CHECKPOINT):
-        model, _ = load_model(CHECKPOINT, device)
+        model = load(CHECKPOINT, device).nets["lapgan"]
         print(f"   loaded {CHECKPOINT}")
     else:
         x, y, _ = load_images(None, 16)

@@ -11,7 +11,7 @@ CAPTIONS = ["a small red circle", "a large blue square", "a large red triangle (
 
 
 def run(out_dir, *, device, seed):
-    from ..commands import text2image as T
+    from ..recipes import text2image as T
     # The default --out of `fastpapers text2image train`, relative to the working directory.
     model = os.path.join(T.DEFAULT_OUT, "model.pt")
     if os.path.isfile(model):
@@ -24,14 +24,13 @@ def run(out_dir, *, device, seed):
                    checkpoint_every=40, ngf=8, ndf=8, embed_dim=32, text_width=32, lr=5e-4)
         folder = run_dir(out_dir, "text2image_run", **cfg)
         data = T.shapes_split("train", image_size=32, n=256, seed=seed)
-        T.train(folder, data=data, device=device, resume=True, progress=False, **cfg)
-        model = os.path.join(folder, "model.pt")
+        model = T.train(T.Config(**cfg), folder, data=data, device=device, resume=True, progress=False)
         note = ("a 40-step run (seconds): grey noise, not yet shapes; train for real with "
                 "`fastpapers text2image train` (then this demo uses runs/text2image/model.pt)")
     captions = [c.replace(" (held out)", "") for c in CAPTIONS]
-    samples = T.sample(model, captions, os.path.join(out_dir, "text2image_samples.png"), n=6, seed=seed,
-                       device=device)
-    transfer = T.transfer(model, captions[:2], os.path.join(out_dir, "text2image_transfer.png"), n=4, seed=seed,
-                          device=device)
+    [samples] = T.sample(model, captions, os.path.join(out_dir, "text2image_samples.png"), n=6, seed=seed,
+                         device=device)
+    [transfer] = T.transfer(model, captions[:2], os.path.join(out_dir, "text2image_transfer.png"), n=4, seed=seed,
+                            device=device)
     print(f"   rows: {CAPTIONS}; {note}")
     return [samples, transfer]

@@ -91,7 +91,8 @@ def gam_battle(disc1: Callable[[torch.Tensor], torch.Tensor], samples1: torch.Te
     disc1, disc2: images -> logits (a positive logit means "real"): eval-mode modules, or
     ``batch_statistics(d)`` to normalise with the judged set's own statistics as the reference
     battle does (what ``fastpapers gran battle`` uses by default). samples1, samples2: images
-    drawn from G1 and G2. test_images: held-out real data. r_test = ε(D1; test)/ε(D2; test) and r_sample = ε(D1; samples2)/ε(D2; samples1).
+    drawn from G1 and G2. test_images: held-out real data. r_test = ε(D1; test)/ε(D2; test) and
+    r_sample = ε(D1; samples2)/ε(D2; samples1).
     The battle is valid when |r_test − 1| ≤ tolerance; then model 1 wins if r_sample < 1,
     model 2 if r_sample > 1. A ratio 0/0 counts as 1 and x/0 as infinity.
     """

@@ -19,6 +19,7 @@ Components, following the paper and its reference code (reedscot/icml2016 ``main
 - :func:`interpolate_embeddings` / :func:`generator_loss` — GAN-INT: the generator is also
   trained on β·φ(t1) + (1−β)·φ(t2) (β = 0.5), embeddings that have no real image; the paper's
   non-saturating generator loss is used throughout.
+- :func:`gan_cls_step` — one D and one G update of the paper's Algorithm 1 from these pieces.
 - :class:`StyleEncoder` and :func:`style_encoder_loss` — S is trained with a squared loss to
   recover z from G(z, φ(t)); :func:`style_transfer` computes x' = G(S(x), φ(t)).
 
@@ -34,11 +35,13 @@ Deviations from the paper, forced by the offline world (also listed in docs/pape
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .gan import bce, dcgan_init_
 
 # Index 0 is padding; every other character of a caption must be in this set.
 CHARSET = " abcdefghijklmnopqrstuvwxyz0123456789-,.'"
@@ -73,19 +76,6 @@ def encode_chars(texts: Sequence[str], max_len: int = 64) -> tuple[torch.Tensor,
     for i, r in enumerate(rows):
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
     return ids, torch.tensor([len(r) for r in rows], dtype=torch.long)
-
-
-def dcgan_init_(module: nn.Module) -> nn.Module:
-    """DCGAN initialisation (conv/linear weights N(0, 0.02), batch-norm scale N(1, 0.02))."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-    return module
 
 
 def _num_halvings(image_size: int) -> int:
@@ -274,10 +264,6 @@ class Discriminator(nn.Module):
 # Losses
 # --------------------------------------------------------------------------------------------
 
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 def discriminator_loss(real_right: torch.Tensor, fake_right: torch.Tensor,
                        real_wrong: Optional[torch.Tensor] = None, cls_weight: float = 0.5,
                        real_label: float = 1.0) -> torch.Tensor:
@@ -291,11 +277,11 @@ def discriminator_loss(real_right: torch.Tensor, fake_right: torch.Tensor,
         raise ValueError(f"cls_weight must be in [0, 1], got {cls_weight}")
     if not 0.5 < real_label <= 1.0:
         raise ValueError(f"real_label must be in (0.5, 1], got {real_label}")
-    loss = _bce(real_right, real_label) + (1.0 - cls_weight) * _bce(fake_right, 0.0)
+    loss = bce(real_right, real_label) + (1.0 - cls_weight) * bce(fake_right, 0.0)
     if cls_weight > 0:
         if real_wrong is None:
             raise ValueError("real_wrong logits are required when cls_weight > 0 (GAN-CLS)")
-        loss = loss + cls_weight * _bce(real_wrong, 0.0)
+        loss = loss + cls_weight * bce(real_wrong, 0.0)
     return loss
 
 
@@ -320,9 +306,9 @@ def instance_noise_sigma(step: int, sigma: float, anneal_steps: int = 0) -> floa
 def generator_loss(fake_logits: torch.Tensor, interp_logits: Optional[torch.Tensor] = None,
                    interp_weight: float = 1.0) -> torch.Tensor:
     """Non-saturating G loss: BCE(D(G(z, φ), φ) → 1) [+ w·BCE(D(G(z', φ_int), φ_int) → 1), GAN-INT]."""
-    loss = _bce(fake_logits, 1.0)
+    loss = bce(fake_logits, 1.0)
     if interp_logits is not None:
-        loss = loss + interp_weight * _bce(interp_logits, 1.0)
+        loss = loss + interp_weight * bce(interp_logits, 1.0)
     return loss
 
 
@@ -379,6 +365,67 @@ def near_mismatched_indices(attributes: torch.Tensor, generator: Optional[torch.
 
 
 # --------------------------------------------------------------------------------------------
+# The training step: Algorithm 1 of the paper (GAN-CLS, with GAN-INT)
+# --------------------------------------------------------------------------------------------
+
+WRONG_TEXT = ("random", "near")
+
+
+def gan_cls_step(G: nn.Module, D: nn.Module, x: torch.Tensor, phi: torch.Tensor,
+                 update: Callable[[str, torch.Tensor], object], *, labels: torch.Tensor,
+                 attributes: Optional[torch.Tensor] = None, cls_weight: float = 0.5, interp: bool = True,
+                 wrong_text: str = "random", beta: float = 0.5, interp_weight: float = 1.0,
+                 real_label: float = 1.0, noise_sigma: float = 0.0) -> dict:
+    """One D update and one G update of GAN-CLS / GAN-INT (Reed et al. 2016, Algorithm 1).
+
+    x: real images (B, 3, S, S); phi = φ(t): the fixed embeddings of their captions (B, E);
+    ``update(name, loss)`` steps optimiser "D" or "G" (``Trainer.step``). In the paper's words:
+
+    1. x̂ ← G(z, h) for z ~ N(0, I), h = φ(t);
+    2. s_w ← D(x, ĥ), real image with a wrong text ĥ (GAN-CLS, ``cls_weight`` > 0): the
+       caption of another class (``labels``; ``wrong_text="random"``, the paper) or one that
+       differs in exactly one attribute (``attributes`` (B, A); ``"near"``);
+       s_r ← D(x, h), real image with the right text; s_f ← D(x̂, h), fake image, right text;
+    3. L_D = log s_r + w·log(1 − s_w) + (1 − w)·log(1 − s_f) (:func:`discriminator_loss`); D ← D − α∇L_D;
+    4. GAN-INT (``interp``): half a batch more of h_int = β·h1 + (1 − β)·h2 with no real image,
+       G trained to make D accept G(z', h_int) too (:func:`interpolate_embeddings`);
+    5. L_G = log s_f (non-saturating) [+ ``interp_weight``·log D(G(z', h_int), h_int)]; G ← G − α∇L_G.
+
+    ``real_label`` < 1 smooths s_r's target; ``noise_sigma`` > 0 adds instance noise to every
+    image D sees (:func:`instance_noise_sigma`); the paper uses 1 and 0. Returns the losses.
+    """
+    if wrong_text not in WRONG_TEXT:
+        raise ValueError(f"wrong_text must be one of {WRONG_TEXT}, got {wrong_text!r}")
+    b = x.shape[0]
+
+    def noisy(images):  # what D sees: the image plus instance noise (none by default)
+        return images + noise_sigma * torch.randn_like(images) if noise_sigma > 0 else images
+
+    z = torch.randn(b, G.nz, device=x.device)
+    fake = G(z, phi)
+    s_w = None
+    if cls_weight > 0:
+        if wrong_text == "near":
+            if attributes is None:
+                raise ValueError('attributes are required for wrong_text="near"')
+            wrong = near_mismatched_indices(attributes.cpu())
+        else:
+            wrong = mismatched_indices(labels.cpu())
+        s_w = D(noisy(x), phi[wrong.to(x.device)])
+    loss_d = discriminator_loss(D(noisy(x), phi), D(noisy(fake.detach()), phi), s_w, cls_weight, real_label)
+    update("D", loss_d)
+    s_int = None
+    if interp:
+        h = max(1, b // 2)
+        partner = phi[torch.randperm(b, device=x.device)[:h]]
+        phi_int = interpolate_embeddings(phi[:h], partner, beta)
+        s_int = D(noisy(G(torch.randn(h, G.nz, device=x.device), phi_int)), phi_int)
+    loss_g = generator_loss(D(noisy(fake), phi), s_int, interp_weight)
+    update("G", loss_g)
+    return {"loss_d": loss_d, "loss_g": loss_g}
+
+
+# --------------------------------------------------------------------------------------------
 # Style encoder
 # --------------------------------------------------------------------------------------------
 
@@ -416,60 +463,3 @@ def style_encoder_loss(style: nn.Module, generator: nn.Module, z: torch.Tensor, 
 def style_transfer(generator: nn.Module, style: nn.Module, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """x' = G(S(x), φ(t)): the query images' style rendered with new captions."""
     return generator(style(x), phi)
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation judge
-# --------------------------------------------------------------------------------------------
-
-class AttributeClassifier(nn.Module):
-    """The separately trained judge of generated images: one linear head per attribute.
-
-    x: (B, 3, S, S) in [-1, 1] -> {attribute: logits (B, n_classes)}. It is trained on real
-    images of every colour–shape pair and never sees a generator, as an Inception network
-    judges ImageNet samples.
-    """
-
-    def __init__(self, heads: dict, width: int = 32):
-        super().__init__()
-        if not heads or not all(isinstance(n, int) and n >= 2 for n in heads.values()):
-            raise ValueError(f"heads must map attribute names to class counts >= 2, got {heads}")
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(True), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, 1, 1), nn.BatchNorm2d(2 * width), nn.ReLU(True), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.BatchNorm2d(4 * width), nn.ReLU(True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.heads = nn.ModuleDict({name: nn.Linear(4 * width, n) for name, n in heads.items()})
-
-    def forward(self, x: torch.Tensor) -> dict:
-        h = self.features(x)
-        return {name: head(h) for name, head in self.heads.items()}
-
-
-def pairwise_auc(vectors: torch.Tensor, labels: torch.Tensor) -> float:
-    """ROC AUC of cosine similarity for "same label" over all pairs i < j (the paper's style ROC).
-
-    vectors: (N, D), labels: (N,). AUC = P(sim(same pair) > sim(different pair)), ties ½.
-    """
-    if vectors.dim() != 2 or labels.shape != (vectors.shape[0],):
-        raise ValueError(f"vectors must be (N, D) and labels (N,), got {tuple(vectors.shape)} and "
-                         f"{tuple(labels.shape)}")
-    v = F.normalize(vectors.double(), dim=1)
-    sim = v @ v.t()
-    iu = torch.triu_indices(len(v), len(v), 1)
-    s = sim[iu[0], iu[1]]
-    same = labels[iu[0]] == labels[iu[1]]
-    pos, neg = s[same], s[~same]
-    if pos.numel() == 0 or neg.numel() == 0:
-        raise ValueError("labels must contain both same-label and different-label pairs")
-    # Mann–Whitney U through ranks (average ranks for ties).
-    allv = torch.cat([pos, neg])
-    order = allv.argsort()
-    ranks = torch.empty_like(allv)
-    ranks[order] = torch.arange(1, len(allv) + 1, dtype=allv.dtype)
-    uniq, inv, counts = torch.unique(allv, return_inverse=True, return_counts=True)
-    if len(uniq) < len(allv):
-        sums = torch.zeros(len(uniq), dtype=allv.dtype).index_add_(0, inv, ranks)
-        ranks = (sums / counts)[inv]
-    u = ranks[:pos.numel()].sum() - pos.numel() * (pos.numel() + 1) / 2
-    return float(u / (pos.numel() * neg.numel()))

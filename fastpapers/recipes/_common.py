@@ -8,7 +8,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -120,18 +120,55 @@ def open_run(out: str, cfg: RecipeConfig, *, resume: bool) -> Run:
 RunLike = Union[str, os.PathLike, Run]
 
 
+# Where releases before the run-folder format kept a run's settings, per paper.
+LEGACY_CONFIG = {"gran": "config.json", "text2image": "config.json", "lapgan": "lapgan.json",
+                 "text2image_judge": "judge.json"}
+
+
 def find_run(run: RunLike, paper: str) -> Run:
-    """The :class:`Run` of a run folder, a file inside one, or a Run (checked to be ``paper``'s)."""
+    """The :class:`Run` of a run folder, a file inside one, or a Run (checked to be ``paper``'s).
+
+    A folder of the older format (its settings in ``LEGACY_CONFIG[paper]``, no run.json) is
+    read in place, nothing written; ``fastpapers.train.rundir.convert_legacy`` makes it a
+    current one."""
     if isinstance(run, Run):
         if run.paper != paper:
             raise ValueError(f"run folder {run.path} holds a {run.paper!r} run, not a {paper!r} run")
         return run
+    path = os.path.abspath(os.fspath(run)) if isinstance(run, (str, os.PathLike)) and os.fspath(run) else None
+    if path is not None and not os.path.exists(path):
+        raise FileNotFoundError(f"file not found: {os.fspath(run)} (expected a {paper} run folder or a file in one)")
+    folder = path if path is not None and os.path.isdir(path) else os.path.dirname(path or "")
+    legacy = os.path.join(folder, LEGACY_CONFIG.get(paper, "")) if path is not None else ""
+    if path is not None and not os.path.isfile(os.path.join(folder, RUN_FILE)) and os.path.isfile(legacy):
+        return Run(folder, paper, C.read_json_file(legacy, what="JSON config file"), version=0)
     return load_run(os.fspath(run), paper)
 
 
 def stored_config(run: Run, config_cls):
     """The run's Config (``run.json``), keys added since it was written at their defaults."""
-    return config_cls.from_dict(run.config, source=run.file(RUN_FILE))
+    source = run.file(RUN_FILE) if run.version else run.file(LEGACY_CONFIG.get(run.paper, RUN_FILE))
+    return config_cls.from_dict(run.config, source=source)
+
+
+def load_trained(run, paper: str, config_cls, build: Callable, device="cpu", *,
+                 weights: Optional[Callable] = None) -> Loaded:
+    """What every recipe's ``load`` does: open the run (a folder, a file in it, a Run; a Loaded
+    is returned as it is), read its Config, ``build(cfg)`` the networks, load their weights
+    (``weights(run, nets)``; default: the run's checkpoint.pt) and put them in eval mode on
+    ``device``. ``weights`` may return the names of the networks to keep (default: all)."""
+    if isinstance(run, Loaded):
+        return run
+    r = find_run(run, paper)
+    cfg = stored_config(r, config_cls)
+    nets = build(cfg)
+    keep = None
+    if weights is None:
+        r.load_checkpoint(nets)
+    else:
+        keep = weights(r, nets)
+    names = list(keep) if keep else list(nets)
+    return Loaded(cfg, {k: nets[k].to(device).eval() for k in names}, r.path, r, torch.device(device))
 
 
 def last_metrics(folder: str) -> Dict[str, float]:

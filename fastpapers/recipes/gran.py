@@ -22,7 +22,7 @@ import torch
 from ..metrics.gam import BattleResult, batch_statistics, gam_battle
 from ..models import gran as gran_model
 from ..models.gan import adversarial_step, dcgan_adam
-from ._common import Loaded, RecipeConfig, RunLike, find_run, last_metrics, open_run, stored_config  # noqa: F401
+from ._common import Loaded, RecipeConfig, RunLike, last_metrics, load_trained, open_run  # noqa: F401
 
 PAPER = "gran"
 TEST_DIGITS = 500  # the GAM battles' held-out digits
@@ -129,18 +129,13 @@ def load(run: RunLike, device="cpu") -> Loaded:
 
     A ``.pt`` file in the folder other than its checkpoint.pt (a snapshot of it) gives that
     file's weights."""
-    if isinstance(run, Loaded):
-        return run
-    r = find_run(run, PAPER)
-    cfg = stored_config(r, Config)
-    nets = build(cfg)
-    if isinstance(run, (str, os.PathLike)) and os.fspath(run).endswith(".pt") and os.path.isfile(run) \
-            and os.path.abspath(run) != os.path.abspath(r.checkpoint_path):
-        from ..train import load_checkpoint
-        load_checkpoint(os.fspath(run), nets)
-    else:
-        r.load_checkpoint(nets)
-    return Loaded(cfg, {k: m.to(device).eval() for k, m in nets.items()}, r.path, r, torch.device(device))
+    def weights(r, nets):
+        path = os.path.abspath(os.fspath(run))
+        snapshot = path.endswith(".pt") and os.path.isfile(path) and path != os.path.abspath(r.checkpoint_path)
+        r.load_checkpoint(nets, checkpoint=path if snapshot else None)
+
+    return load_trained(run, PAPER, Config, build, device,
+                        weights=weights if isinstance(run, (str, os.PathLike)) else None)
 
 
 @torch.no_grad()
