@@ -274,7 +274,10 @@ def _readme(protocol: Protocol, results: dict) -> str:
         (name, values), = protocol.sweep.items()
         lines += [f"Every variant ran at {name} = {', '.join(map(str, values))}; the table shows each at the "
                   f"value with the best mean `{protocol.select_by}`.", ""]
-    header = ["variant"] + (["chosen"] if protocol.sweep else []) + list(protocol.metrics) + ["train CPU s / run"]
+    # Rows recorded before training and evaluation were timed apart carry one total.
+    together = any("train_cpu_seconds" not in r for r in results["runs"])
+    cpu_col = "CPU s / run (training + evaluation)" if together else "train CPU s / run"
+    header = ["variant"] + (["chosen"] if protocol.sweep else []) + list(protocol.metrics) + [cpu_col]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, s in summary.items():
         cells = [variant] + ([_label(s["sweep"])] if protocol.sweep else [])
