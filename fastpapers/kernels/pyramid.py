@@ -44,11 +44,12 @@ constexprs, tap tables, and the steps / chain descriptor tables, which name thei
 slot; the addresses are the launch's arguments a0..a15) is a launch plan, built once per
 (planes, sizes, dtype, device) and kept in a bounded dict; the descriptor table is uploaded
 once per plan, so no call copies anything to the device and none synchronises. With the
-kernel launch stubbed out, the Python of a 4-level 16 x 3 x 256^2 build + reconstruct fell
-from ~320 us to ~150 us on this (shared, noisy) CPU: it no longer calls triton.cdiv (a ~4 us
-Python call) nor rebuilds tap tables, descriptor rows or uploads per call. What remains is
-Triton's own launch overhead per kernel: a round trip is 6 launches at 1024^2 (3 fused build
-passes, 3 reconstruction passes) and 5 at 256^2 (2 + chain, chain + 2); it was 7 and 7.
+kernel launch stubbed out, the Python of a 4-level 16 x 3 x 256^2 build + reconstruct on CPU
+tensors takes ~90 us where it took ~300 us (best of 5 x 100, a shared 2-core host): it no
+longer calls triton.cdiv (a ~4 us Python call) nor rebuilds tap tables, descriptor rows or
+uploads per call. What remains is Triton's own launch overhead per kernel: a 4-level round
+trip is 6 launches at 1024^2 (3 fused build passes, 3 reconstruction passes) and at 256^2
+(2 fused + chain, chain + 2), where it was 7.
 
 Bytes moved (``fastpapers.reference.pyramid.roundtrip_bytes(shape, levels, itemsize)`` gives
 both): a round trip at 16 x 3 x 1024^2 float32, 4 levels, has 937.4 MB compulsory traffic and
