@@ -44,11 +44,12 @@ constexprs, tap tables, and the steps / chain descriptor tables, which name thei
 slot; the addresses are the launch's arguments a0..a15) is a launch plan, built once per
 (planes, sizes, dtype, device) and kept in a bounded dict; the descriptor table is uploaded
 once per plan, so no call copies anything to the device and none synchronises. With the
-kernel launch stubbed out, the Python of a 4-level 16 x 3 x 256^2 build + reconstruct fell
-from ~320 us to ~150 us on this (shared, noisy) CPU: it no longer calls triton.cdiv (a ~4 us
-Python call) nor rebuilds tap tables, descriptor rows or uploads per call. What remains is
-Triton's own launch overhead per kernel: a round trip is 6 launches at 1024^2 (3 fused build
-passes, 3 reconstruction passes) and 5 at 256^2 (2 + chain, chain + 2); it was 7 and 7.
+kernel launch stubbed out, the Python of a 4-level 16 x 3 x 256^2 build + reconstruct on CPU
+tensors takes ~90 us where it took ~300 us (best of 5 x 100, a shared 2-core host): it no
+longer calls triton.cdiv (a ~4 us Python call) nor rebuilds tap tables, descriptor rows or
+uploads per call. What remains is Triton's own launch overhead per kernel: a 4-level round
+trip is 6 launches at 1024^2 (3 fused build passes, 3 reconstruction passes) and at 256^2
+(2 fused + chain, chain + 2), where it was 7.
 
 Bytes moved (``fastpapers.reference.pyramid.roundtrip_bytes(shape, levels, itemsize)`` gives
 both): a round trip at 16 x 3 x 1024^2 float32, 4 levels, has 937.4 MB compulsory traffic and
@@ -202,12 +203,17 @@ def _step(d, plane, DT: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a1
     h_in, w_in = tl.load(d + 4), tl.load(d + 5)
     h_out, w_out = tl.load(d + 6), tl.load(d + 7)
     out_off = plane * h_out * w_out
-    src = _pick(tl.load(d + 0), a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15).to(tl.pointer_type(DT)) + plane * h_in * w_in
-    dst_addr = _pick(tl.load(d + 1), a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
+    src_addr = _pick(tl.load(d + 0), a0, a1, a2, a3, a4, a5, a6, a7,
+                     a8, a9, a10, a11, a12, a13, a14, a15)
+    src = src_addr.to(tl.pointer_type(DT)) + plane * h_in * w_in
+    dst_addr = _pick(tl.load(d + 1), a0, a1, a2, a3, a4, a5, a6, a7,
+                     a8, a9, a10, a11, a12, a13, a14, a15)
     dst = dst_addr.to(tl.pointer_type(DT)) + out_off
     # A step without epilogue has slot -1 there: point at dst instead (never read, sign 0).
     other_slot = tl.load(d + 2)
-    other = tl.where(other_slot >= 0, _pick(other_slot, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15), dst_addr).to(tl.pointer_type(DT)) + out_off
+    other_addr = _pick(other_slot, a0, a1, a2, a3, a4, a5, a6, a7,
+                       a8, a9, a10, a11, a12, a13, a14, a15)
+    other = tl.where(other_slot >= 0, other_addr, dst_addr).to(tl.pointer_type(DT)) + out_off
     sign = tl.load(d + 3).to(tl.float32)
     return (src, dst, other, sign, w_in, h_out, w_out, tl.load(d + 8), tl.load(d + 9), tl.load(d + 10),
             tl.load(d + 11))
@@ -217,7 +223,8 @@ _SLOT_ARGS = [f"a{i}" for i in range(16)]
 
 
 @triton.jit(do_not_specialize=_SLOT_ARGS)
-def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
+def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr,
+                  a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
                   KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
                   DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     pid = tl.program_id(0)
@@ -230,7 +237,8 @@ def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, a0, a1, a2, a3, a4, a5, a6
     local = pid - tl.load(d + 12)
     plane = local // tiles
     tile = local % tiles
-    src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(d, plane, DT, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
+    src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(
+        d, plane, DT, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
     oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
     ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
     _tile(src, dst, other, sign, idx_ptr + ro, wt_ptr + ro, idx_ptr + co, wt_ptr + co, w_in, h_out, w_out, oh, ow,
@@ -238,13 +246,14 @@ def _steps_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, a0, a1, a2, a3, a4, a5, a6
 
 
 @triton.jit(do_not_specialize=_SLOT_ARGS)
-def _chain_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
+def _chain_kernel(desc_ptr, n_steps, idx_ptr, wt_ptr,
+                  a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
                   KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
                   DT: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     plane = tl.program_id(0).to(tl.int64)
     for s in range(n_steps):
-        src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(desc_ptr + s * 13, plane, DT,
-                                                                                  a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
+        src, dst, other, sign, w_in, h_out, w_out, ro, co, tiles_w, tiles = _step(
+            desc_ptr + s * 13, plane, DT, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
         for tile in range(tiles):
             oh = ((tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int32)
             ow = ((tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.int32)
@@ -924,7 +933,8 @@ def laplacian_pyramid_backward(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     return acc
 
 
-def laplacian_reconstruct_backward(grad: torch.Tensor, heights: Sequence[int], widths: Sequence[int]) -> List[torch.Tensor]:
+def laplacian_reconstruct_backward(grad: torch.Tensor, heights: Sequence[int],
+                                   widths: Sequence[int]) -> List[torch.Tensor]:
     """Adjoint of :func:`laplacian_reconstruct` below level 0: [U_0^T g, U_1^T U_0^T g, ...] for
     levels of sizes heights[i] x widths[i] (level 1 first). One launch per large level, then the
     small ones in one chain launch."""
