@@ -32,6 +32,7 @@ import torch
 from benchmarks.conftest import DEVICE, measure, sync, tag
 from fastpapers import ops
 from fastpapers.reference.pyramid import halving_sizes
+from fastpapers.reference.pyramid import roundtrip_bytes as reference_roundtrip_bytes
 
 try:
     import kornia
@@ -93,25 +94,12 @@ def cv2_roundtrip(a):
     return out
 
 
-def roundtrip_bytes(shape, levels, itemsize):
-    """DRAM bytes of our build + reconstruct if every pass reads each of its inputs once and
-    writes its output once: per level i (area a_i), build pyr_down (a_i in, a_{i+1} out) and
-    residual (G_i, G_{i+1} in, L_i out), reconstruct (G_{i+1}, L_i in, G_i out)."""
-    b, c, h, w = shape
-    areas = [hh * ww for hh, ww in halving_sizes(h, w, levels)]
-    per_plane = sum(5 * areas[i] + 3 * areas[i + 1] for i in range(levels - 1))
-    return b * c * per_plane * itemsize
-
-
-def compulsory_bytes(shape, levels, itemsize):
-    """The least any build + reconstruct can move: x in, every level out, every level in, x out."""
-    b, c, h, w = shape
-    areas = [hh * ww for hh, ww in halving_sizes(h, w, levels)]
-    return b * c * (2 * areas[0] + 2 * sum(areas)) * itemsize
-
-
 def traffic(shape, itemsize):
-    return {"compulsory": compulsory_bytes(shape, LEVELS, itemsize), "passes": roundtrip_bytes(shape, LEVELS, itemsize)}
+    """DRAM bytes of a build + reconstruct: the least any implementation moves, and what our
+    kernels move pass by pass (fastpapers.reference.pyramid.roundtrip_bytes, which follows
+    the launch structure)."""
+    t = reference_roundtrip_bytes(shape, LEVELS, itemsize)
+    return {"compulsory": t["compulsory"], "passes": t["passes"]}
 
 
 def _roundtrip_case(benchmark, impl, x, peer_rounds, ours_rounds):
