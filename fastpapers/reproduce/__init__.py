@@ -266,8 +266,10 @@ def _headline_figure(protocol: Protocol, summary: dict, folder: str) -> str:
 
 def _readme(protocol: Protocol, results: dict) -> str:
     summary = results["summary"]
+    made = sorted({r.get("commit") for r in results["runs"] if r.get("commit")} - {results["commit"]})
     lines = [f"# {protocol.paper}: reproduction", "", f"Claim: {protocol.claim}", "",
-             f"Command: `{results['command']}` at commit {results['commit']}, budget scale "
+             f"Command: `{results['command']}` at commit {results['commit']}"
+             + (f" (runs made at {', '.join(made)})" if made else "") + ", budget scale "
              f"{results['budget_scale']:g} ({', '.join(f'{k} {v}' for k, v in results['budget'].items())}), "
              f"device {results['device']}, replicates: {', '.join(protocol.replicates)}.", ""]
     if protocol.sweep:
