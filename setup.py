@@ -91,6 +91,6 @@ setup(
     packages=find_packages(include=["fastpapers", "fastpapers.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    package_data={"fastpapers": ["data/assets/*"]},
+    package_data={"fastpapers": ["data/assets/*", "weights/manifest.json", "weights/*/*"]},
     zip_safe=False,
 )

@@ -1,4 +1,8 @@
-"""``fastpapers demo``: every paper's short showcase on the embedded defaults."""
+"""``fastpapers demo``: every paper's short showcase on the embedded defaults.
+
+A step whose paper ships trained weights (:mod:`fastpapers.weights`) loads them, checked
+against the manifest's SHA-256, and shows them at work; ``--train`` trains every step's model
+in the demo instead, for a few seconds each."""
 import importlib
 import os
 import pkgutil
@@ -16,12 +20,22 @@ def _steps():
     return sorted(mods, key=lambda m: (m.ORDER, m.__name__))
 
 
+def _shipped(mod) -> bool:
+    """Whether a demo step has trained weights in fastpapers/weights/ to show."""
+    from .. import weights
+    name = getattr(mod, "WEIGHTS", None)
+    return name is not None and name in weights.papers()
+
+
 def register(sub):
     names = ", ".join(m.__name__.rsplit(".", 1)[1] for m in _steps())
     p = sub.add_parser("demo", help="run every paper's short demo and write PNGs",
                        description=f"Demo steps: {names}.")
     add_common(p, out_default="demo_out", out_help="folder for the PNGs")
     p.add_argument("--only", default=None, help=f"comma-separated subset of steps ({names})")
+    p.add_argument("--train", action="store_true",
+                   help="train each paper's model in the demo instead of loading the weights that ship in "
+                        "fastpapers/weights/ (slower, and seconds of training show far less)")
     p.set_defaults(func=run)
 
 
@@ -40,7 +54,10 @@ def run(args):
         seed_everything(args.seed)
         t0 = time.perf_counter()
         print(f"== {mod.TITLE}")
-        written = mod.run(args.out, device=device, seed=args.seed)
+        if _shipped(mod) and not args.train:
+            written = mod.run_shipped(args.out, device=device, seed=args.seed)
+        else:
+            written = mod.run(args.out, device=device, seed=args.seed)
         for path in written:
             print(f"   wrote {path}")
         print(f"   ({time.perf_counter() - t0:.1f} s)")

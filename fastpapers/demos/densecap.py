@@ -1,5 +1,6 @@
-"""DenseCap demo: train the shapes-world model for a few seconds (or load ``runs/densecap``'s
-checkpoint when one exists) and draw its boxes and captions on test canvases."""
+"""DenseCap demo: the shipped shapes-world model (``fastpapers/weights/densecap``, checked
+against its SHA-256) draws its boxes and captions on held-out canvases; with ``--train`` the
+model is instead trained for a few seconds (or ``runs/densecap``'s checkpoint is loaded)."""
 import os
 import tempfile
 import time
@@ -9,6 +10,16 @@ import torch
 ORDER = 70
 TITLE = "DenseCap: boxes and captions on shapes-world canvases"
 SECONDS = 8.0
+WEIGHTS = "densecap"
+
+
+def run_shipped(out_dir, *, device, seed):
+    from .. import weights
+    loaded = weights.load(WEIGHTS, device=device)
+    m = weights.manifest()["papers"][WEIGHTS]["metrics"]
+    print(f"   loaded the shipped model ({weights.path(WEIGHTS)}): held-out mAP {m['map']:.3f} "
+          f"({m['language']}), detection mAP {m['det_map']:.3f}")
+    return _draw(loaded.nets["densecap"], out_dir, device=device, seed=seed)
 
 
 def run(out_dir, *, device, seed):
@@ -16,7 +27,6 @@ def run(out_dir, *, device, seed):
     from ..models.densecap import shapes_model
     from ..recipes.densecap import make_trainer
     from ..train import load_checkpoint
-    from ..viz import draw_boxes, hstack
 
     size = 64
     ckpt = os.path.join("runs", "densecap", "checkpoint.pt")
@@ -34,7 +44,12 @@ def run(out_dir, *, device, seed):
                 steps += 10
                 tr.fit(steps)
         print(f"   trained {steps} steps in {time.perf_counter() - t0:.1f} s (no checkpoint at {ckpt})")
-    model = model.to(device).eval()
+    return _draw(model.to(device).eval(), out_dir, device=device, seed=seed)
+
+
+def _draw(model, out_dir, *, device, seed, size=64):
+    from ..data.shapes import ShapesDense
+    from ..viz import draw_boxes, hstack
     test = ShapesDense(4, size=size, split="test", seed=seed)
     images = torch.stack([test[i]["image"] for i in range(4)])
     res = model.predict(images.to(device), max_detections=4)
