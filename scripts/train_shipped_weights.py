@@ -35,6 +35,8 @@ SETTINGS = {
     "densecap": dict(steps=2400, n_train=4000, batch_size=8, lr=1e-3, seed=0, checkpoint_every=0),
     "semantic_attention": dict(scenes=3000, size=32, dim=64, steps=3000, batch_size=32, lr=2e-3, seed=0,
                                checkpoint_every=0),
+    "lapgan": dict(steps=3000, batch_size=64, seed=0, checkpoint_every=0, sample_every=0),
+    "gran": dict(steps=2000, batch_size=64, seed=0, checkpoint_every=0, sample_every=0),
     "mixer": dict(steps=2500, batch_size=32, lr=3e-3, hidden=128, emb=64, seed=0, checkpoint_every=0),
 }
 
@@ -57,6 +59,16 @@ def _evaluate(paper, folder):
         data = R.load_data(L.config, held_out=True)
         return {"greedy": R.evaluate(L.nets["model"], data, beam_size=1),
                 "beam5": R.evaluate(L.nets["model"], data, beam_size=5)}
+    if paper == "lapgan":
+        return R.evaluate(folder, samples=2000, seed=0)
+    if paper == "gran":
+        # The recipe's evaluate is a GAM battle against a second run; the shipped record is the
+        # Parzen-window log-likelihood (LAPGAN's protocol) on the 500 held-out digits, sigma
+        # chosen on the first 250, scored on the last 250.
+        from fastpapers.metrics.parzen import parzen_evaluate
+        test = R.mnist_split("test", L.config.image_size).tensors[0].flatten(1).double()
+        canvas, _ = R.draw(L.nets["G"], 2000, seed=0)
+        return {"parzen": parzen_evaluate(canvas.flatten(1).double(), test[:250], test[250:]), "held_out": 250}
     raise KeyError(paper)
 
 

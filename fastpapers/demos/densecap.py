@@ -11,6 +11,7 @@ ORDER = 70
 TITLE = "DenseCap: boxes and captions on shapes-world canvases"
 SECONDS = 8.0
 WEIGHTS = "densecap"
+MIN_SCORE = 0.25
 
 
 def run_shipped(out_dir, *, device, seed):
@@ -53,8 +54,12 @@ def _draw(model, out_dir, *, device, seed, size=64):
     test = ShapesDense(4, size=size, split="test", seed=seed)
     images = torch.stack([test[i]["image"] for i in range(4)])
     res = model.predict(images.to(device), max_detections=4)
-    panels = [draw_boxes(img, r["boxes"].cpu(), [f"{c} {s:.2f}" for c, s in zip(r["captions"], r["scores"].tolist())],
-                         scale=4) for img, r in zip(images, res)]
+    panels = []
+    for img, r in zip(images, res):
+        # The confident detections (at least the top one): low-score boxes only clutter the panel.
+        keep = [i for i, s in enumerate(r["scores"].tolist()) if s >= MIN_SCORE or i == 0]
+        panels.append(draw_boxes(img, r["boxes"][keep].cpu(),
+                                 [f"{r['captions'][i]} {r['scores'][i].item():.2f}" for i in keep], scale=4))
     path = os.path.join(out_dir, "densecap.png")
     hstack(panels).save(path)
     return [path]

@@ -1,6 +1,7 @@
-"""LAPGAN demo: coarse-to-fine sampling. Uses the checkpoint of `fastpapers lapgan train` when
-runs/lapgan/checkpoint.pt exists; otherwise trains a LAPGAN on MNIST digits for a few seconds
-(the samples are then rough: the point is the pyramid, coarse to fine)."""
+"""LAPGAN demo: coarse-to-fine sampling on MNIST digits, by the shipped model
+(``fastpapers/weights/lapgan``, checked against its SHA-256). With ``--train``: the checkpoint
+of `fastpapers lapgan train` when runs/lapgan/checkpoint.pt exists, otherwise a LAPGAN trained
+here for a few seconds (the samples are then rough: the point is the pyramid, coarse to fine)."""
 import os
 import tempfile
 
@@ -10,13 +11,23 @@ ORDER = 50
 TITLE = "LAPGAN: coarse-to-fine samples (16 -> 8 -> 4 pyramid of GANs)"
 CHECKPOINT = os.path.join("runs", "lapgan", "checkpoint.pt")
 QUICK_STEPS = 40
+WEIGHTS = "lapgan"
+
+
+def run_shipped(out_dir, *, device, seed):
+    from .. import weights
+    loaded = weights.load(WEIGHTS, device=device)
+    entry = weights.manifest()["papers"][WEIGHTS]
+    m = entry["metrics"]
+    print(f"   loaded the shipped model ({weights.path(WEIGHTS)}, {entry['settings']['steps']} training steps): "
+          f"Parzen log-likelihood {m['log_likelihood']:.1f} ± {m['std_error']:.1f} nats on held-out digits")
+    return _draw(loaded.nets["lapgan"], out_dir, device=device, seed=seed)
 
 
 def run(out_dir, *, device, seed):
-    from ..models.lapgan import LAPGAN, lapgan_optimizers, lapgan_step_fn, sample_strip
+    from ..models.lapgan import LAPGAN, lapgan_optimizers, lapgan_step_fn
     from ..recipes.lapgan import load, load_images, splits
     from ..train import Trainer
-    from ..viz import save_grid
 
     if os.path.isfile(CHECKPOINT):
         model = load(CHECKPOINT, device).nets["lapgan"]
@@ -41,6 +52,13 @@ def run(out_dir, *, device, seed):
                 torch.set_num_threads(threads)
         print(f"   trained {QUICK_STEPS} steps here (run `fastpapers lapgan train` for real samples); "
               + ", ".join(f"{k} {v:.2f}" for k, v in last.items() if k.startswith("loss")))
+    return _draw(model, out_dir, device=device, seed=seed)
+
+
+def _draw(model, out_dir, *, device, seed):
+    from ..models.lapgan import sample_strip
+    from ..viz import save_grid
+
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
