@@ -33,7 +33,7 @@ from fastpapers import weights as W  # noqa: E402
 # Small settings that train in a few CPU minutes each.
 SETTINGS = {
     "densecap": dict(steps=2400, n_train=4000, batch_size=8, lr=1e-3, seed=0, checkpoint_every=0),
-    "semantic_attention": dict(scenes=3000, size=32, dim=64, steps=3000, batch_size=32, lr=2e-3, seed=0,
+    "semantic_attention": dict(scenes=3000, size=32, dim=64, steps=8000, batch_size=32, lr=2e-3, seed=0,
                                checkpoint_every=0),
     "lapgan": dict(steps=3000, batch_size=64, seed=0, checkpoint_every=0, sample_every=0),
     "gran": dict(steps=2000, batch_size=64, seed=0, checkpoint_every=0, sample_every=0),
