@@ -1,0 +1,55 @@
+"""`fastpapers reproduce` for the three GAN papers on a tiny budget: two variants x one seed
+each, every metric of the protocol in every row, the README table and the figures."""
+import pytest
+
+from fastpapers import reproduce as P
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {
+    # budget cpu_seconds 600 x 0.002 = 1.2 CPU s per run
+    "lapgan": ({"size": 8, "levels": 2, "conv_hidden": 4, "base_hidden": 16, "noise_dim": 8, "batch_size": 8,
+                "samples": 20}, 0.002, None),
+    # budget steps 2500 x 0.002 = 5 steps per run; the second variant battles the first
+    "gran": ({"ngf": 4, "ndf": 4, "nz": 8, "hz_dim": 8, "hc_dim": 8, "batch_size": 8, "battle_samples": 20,
+              "parzen_samples": 20}, 0.002, ["T=1", "T=3 new noise"]),
+    # budget steps 2000 x 0.001 = 2 GAN steps; the judge and the text encoder train 1 step each
+    "text2image": ({"ngf": 4, "ndf": 4, "nz": 8, "embed_dim": 8, "proj_dim": 8, "text_width": 8, "batch_size": 4,
+                    "train_size": 16, "n_eval": 8, "judge_batch_size": 4, "judge_size": 16}, 0.001, None),
+}
+
+
+@pytest.mark.parametrize("paper", sorted(TINY))
+def test_gan_protocols_run_on_a_tiny_budget(paper, tmp_path):
+    base, scale, variants = TINY[paper]
+    P.load_protocols()
+    proto = P.PROTOCOLS[paper]
+    saved = dict(base=proto.base, replicates=proto.replicates)
+    proto.base = {**proto.base, **base}
+    proto.replicates = {"seed0": {"seed": 0}}
+    try:
+        chosen = variants or list(proto.variants)[:2]
+        res = P.reproduce(paper, out_dir=str(tmp_path / "docs"), runs_dir=str(tmp_path / "runs"),
+                          budget_scale=scale, progress=False, variants=chosen)
+        assert len(res["runs"]) == 2 and [r["variant"] for r in res["runs"]] == chosen
+        for row in res["runs"]:
+            missing = [m for m in proto.metrics if m not in row["metrics"]]
+            assert not missing, (row["variant"], missing)
+        folder = tmp_path / "docs" / paper
+        table = (folder / "README.md").read_text()
+        assert all(f"| {v} |" in table for v in chosen)
+        assert len(res["figures"]) >= 2
+        for f in res["figures"]:
+            assert (folder / f).is_file()
+    finally:
+        for k, v in saved.items():
+            setattr(proto, k, v)
+
+
+def test_the_gan_papers_all_have_protocols():
+    protocols = P.load_protocols()
+    skipped = [p for p in P.PAPERS if p not in protocols]
+    assert not {"text2image", "gran", "lapgan"} & set(skipped), skipped
+    for paper in ("text2image", "gran", "lapgan"):
+        proto = protocols[paper]
+        assert len(proto.replicates) == 3 and proto.headline in proto.metrics and proto.budget
