@@ -15,7 +15,7 @@ TINY = {
               "parzen_samples": 20}, 0.002, ["T=1", "T=3 new noise", "DCGAN (matched)"]),
     # budget steps 2000 x 0.001 = 2 GAN steps; the judge and the text encoder train 1 step each
     "text2image": ({"ngf": 4, "ndf": 4, "nz": 8, "embed_dim": 8, "proj_dim": 8, "text_width": 8, "batch_size": 4,
-                    "train_size": 16, "n_eval": 8, "judge_batch_size": 4, "judge_size": 16}, 0.001, None),
+                    "train_size": 16, "n_eval": 8, "judge_batch_size": 4, "judge_train_size": 16}, 0.001, None),
 }
 
 
@@ -41,6 +41,36 @@ def test_gan_protocols_run_on_a_tiny_budget(paper, tmp_path):
         assert len(res["figures"]) >= 2
         for f in res["figures"]:
             assert (folder / f).is_file()
+    finally:
+        for k, v in saved.items():
+            setattr(proto, k, v)
+
+
+def test_text2image_trains_its_judge_once_and_one_text_encoder_per_seed(tmp_path, monkeypatch):
+    from fastpapers.recipes import text2image as R
+    base, scale, _ = TINY["text2image"]
+    P.load_protocols()
+    proto = P.PROTOCOLS["text2image"]
+    saved = dict(base=proto.base, replicates=proto.replicates)
+    proto.base = {**proto.base, **base}
+    proto.replicates = {"seed0": {"seed": 0}}
+    kw = dict(out_dir=str(tmp_path / "docs"), runs_dir=str(tmp_path / "runs"), budget_scale=scale, progress=False)
+    try:
+        P.reproduce("text2image", variants=["GAN"], **kw)
+        shared = tmp_path / "runs" / "text2image" / "_shared"
+        assert (shared / "judge" / "done.json").is_file()
+        assert [p.name for p in (shared / "text_encoder").iterdir()] == ["seed0"]
+
+        def no_judge(*args, **kwargs):
+            raise AssertionError("the judge was trained again")
+        monkeypatch.setattr(R, "train_judge", no_judge)
+        res = P.reproduce("text2image", variants=["GAN-CLS"], **kw)
+        assert res["runs"][0]["metrics"]["generated_seen_all"] is not None
+        model = R.load(tmp_path / "runs" / "text2image" / "GAN-CLS" / "seed0")
+        assert model.config.text_encoder == str(shared / "text_encoder" / "seed0" / "model.pt")
+        # Another judge budget over the same runs folder is refused by name, never mixed in.
+        with pytest.raises(ValueError, match="steps"):
+            P.reproduce("text2image", variants=["GAN-INT"], **{**kw, "budget_scale": 2 * scale})
     finally:
         for k, v in saved.items():
             setattr(proto, k, v)
