@@ -13,6 +13,7 @@ back, sigmoid output), so the ``DCGAN (matched)`` variant is T = 1 with G's widt
 that its parameter count is the closest to the T = 3 generator's (the T = 1 variant keeps the
 width of the recurrent ones). The discriminator is the same for every variant.
 """
+import math
 import os
 
 from . import Protocol, register
@@ -53,6 +54,13 @@ def train(config, run_dir, *, device="cpu", progress=False, resume=False):
     return R.train(cfg, run_dir, resume=resume, device=device, progress=progress)
 
 
+def _number(x):
+    # A ratio of error rates is infinite when the denominator's discriminator made no error;
+    # results.json holds only finite numbers, so that is recorded as None (the error rates stay).
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def _parzen(g, n, test, seed=0):
     from ..metrics.parzen import parzen_evaluate
     from ..recipes import gran as R
@@ -70,7 +78,7 @@ def evaluate(run, config, *, device="cpu"):
     loaded = R.load(run.path, device)
     test = R.mnist_split("test", loaded.config.image_size).tensors[0]
     ll = _parzen(loaded.nets["G"], config["parzen_samples"], test)
-    out = {"parzen_ll": float(ll["log_likelihood"]), "parzen_std_error": float(ll["std_error"]),
+    out = {"parzen_ll": _number(ll["log_likelihood"]), "parzen_std_error": _number(ll["std_error"]),
            "parameters_G": float(count_parameters(loaded.nets["G"]))}
     reference = os.path.join(os.path.dirname(os.path.dirname(run.path)), REFERENCE.replace(" ", "_"),
                              os.path.basename(run.path))
@@ -79,7 +87,7 @@ def evaluate(run, config, *, device="cpu"):
         # Only when the reference variant was left out (--variants): no battle to report.
         return {**out, **{f"{k}_vs_T1": None for k in names}, "valid_vs_T1": None, "wins_vs_T1": None}
     b = R.evaluate(run.path, reference, n=config["battle_samples"], seed=0, device=device, bn="batch")
-    out.update({f"{k}_vs_T1": float(b[k]) for k in names})
+    out.update({f"{k}_vs_T1": _number(b[k]) for k in names})
     out["valid_vs_T1"] = float(b["valid"])
     # 1: a valid battle won, 0: lost or tied, None: no verdict (invalid battle).
     out["wins_vs_T1"] = None if not b["valid"] else float(b["winner"] == "model 1")
@@ -124,7 +132,8 @@ PROTOCOL = register(Protocol(
           "D 16 wide, batch 64, Adam 2e-4 (G) and 8e-5 (D), 4,000 steps for every variant. Battles: model 1 "
           "is the row's run, model 2 the T=1 run of the same seed; each discriminator judges the 500 test "
           "digits and 1,000 samples of the other model with batch statistics (the reference battle.py); "
-          "valid when |r_test - 1| <= 0.2, model 1 wins when r_sample < 1; `wins_vs_T1` is averaged over "
+          "valid when |r_test - 1| <= 0.2, model 1 wins when r_sample < 1 (a ratio whose denominator is 0 is "
+          "infinite and recorded as no number, the error rates are kept); `wins_vs_T1` is averaged over "
           "the valid battles only (n/N shows how many). The DCGAN (matched) is T = 1 widened to the T = 3 "
           "generator's parameter count (`parameters_G`). Default: 5 variants x 3 seeds x 4,000 steps, about "
           "1-2 CPU hours of training (measured on one thread: 0.02-0.06 CPU s per step from T = 1 to T = 5, "
