@@ -1,5 +1,7 @@
-"""`fastpapers reproduce` for the three GAN papers on a tiny budget: two variants x one seed
-each (three for GRAN: its matched DCGAN too), every metric of the protocol in every row, the README table and the figures."""
+"""`fastpapers reproduce` for the three GAN papers on a tiny budget, one seed: two variants of
+text2image, all three of LAPGAN and three of GRAN (the class-conditional LAPGAN and the
+matched DCGAN train their own way); every metric of the protocol in every row, the README
+table and the figures; text2image's shared judge and text encoder trained once."""
 import pytest
 
 from fastpapers import reproduce as P
@@ -9,7 +11,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {
     # budget cpu_seconds 600 x 0.002 = 1.2 CPU s per run
     "lapgan": ({"size": 8, "levels": 2, "conv_hidden": 4, "base_hidden": 16, "noise_dim": 8, "batch_size": 8,
-                "samples": 20}, 0.002, None),
+                "samples": 20}, 0.002, ["LAPGAN", "single-scale GAN", "class-conditional LAPGAN"]),
     # budget steps 2500 x 0.002 = 5 steps per run; the later variants battle the first
     "gran": ({"ngf": 4, "ndf": 4, "nz": 8, "hz_dim": 8, "hc_dim": 8, "batch_size": 8, "battle_samples": 20,
               "parzen_samples": 20}, 0.002, ["T=1", "T=3 new noise", "DCGAN (matched)"]),

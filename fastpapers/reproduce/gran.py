@@ -61,10 +61,10 @@ def _number(x):
     return x if math.isfinite(x) else None
 
 
-def _parzen(g, n, test, seed=0):
+def _parzen(g, n, test, seed=0, device="cpu"):
     from ..metrics.parzen import parzen_evaluate
     from ..recipes import gran as R
-    samples, _ = R.draw(g, n, seed=seed)
+    samples, _ = R.draw(g, n, seed=seed, device=device)
     half = len(test) // 2
     return parzen_evaluate(samples.flatten(1).double(), test[:half].flatten(1).double(),
                            test[half:].flatten(1).double())
@@ -77,7 +77,7 @@ def evaluate(run, config, *, device="cpu"):
 
     loaded = R.load(run.path, device)
     test = R.mnist_split("test", loaded.config.image_size).tensors[0]
-    ll = _parzen(loaded.nets["G"], config["parzen_samples"], test)
+    ll = _parzen(loaded.nets["G"], config["parzen_samples"], test, device=device)
     out = {"parzen_ll": _number(ll["log_likelihood"]), "parzen_std_error": _number(ll["std_error"]),
            "parameters_G": float(count_parameters(loaded.nets["G"]))}
     reference = os.path.join(os.path.dirname(os.path.dirname(run.path)), REFERENCE.replace(" ", "_"),

@@ -56,7 +56,7 @@ def train(config, run_dir, *, device="cpu", progress=False, resume=False):
     x, y, classes = R.load_images(cfg.data, cfg.size)
     train_idx, _, _ = R.splits(len(x))
     cfg = cfg.replace(channels=int(x.shape[1]), num_classes=classes if cfg.class_cond else 0)
-    run = open_run(run_dir, cfg, resume=resume or os.path.isfile(os.path.join(run_dir, "run.json")))
+    run = open_run(run_dir, cfg, resume=resume)
     seed_everything(cfg.seed)
     lap = R.build(cfg)["lapgan"]
     if config.get("baseline"):
