@@ -205,3 +205,30 @@ def test_cli_train_eval_predict(tmp_path, capsys):
         assert im.size == (384, 384)
     assert main(["densecap", "predict", "--out", run]) == 2
     assert main(["densecap", "eval", "--out", str(tmp_path / "none")]) == 2
+
+
+def test_older_format_folders_load(tmp_path):
+    # A run folder written before run.json existed (config.json + checkpoint) loads in place,
+    # and again after convert_legacy; the weights are the trained ones.
+    import json
+    import os
+
+    from fastpapers.recipes import densecap as R
+    from fastpapers.train.rundir import convert_legacy
+
+    out = tmp_path / "run"
+    cfg = R.Config(n_train=4, steps=1, batch_size=2)
+    R.train(cfg, str(out), progress=False)
+    trained = R.load(str(out)).nets["densecap"].state_dict()
+    for name in ("run.json", "run.json.sha256"):
+        os.remove(out / name)
+    (out / "config.json").write_text(json.dumps({"data": "shapes", "size": 64, "backbone": "shapes",
+                                                 "hed_weights": False, "n_train": 4, "seed": 0}))
+    for step in ("in place", "converted"):
+        if step == "converted":
+            convert_legacy(str(out), "densecap")
+            assert (out / "run.json").is_file()
+        loaded = R.load(str(out))
+        assert loaded.config.n_train == 4 and loaded.config.proposals == "rpn"
+        for k, v in loaded.nets["densecap"].state_dict().items():
+            assert torch.equal(v, trained[k]), k

@@ -1,7 +1,6 @@
 """MIXER model: shapes, each training algorithm's defining property, the schedule, the
 baseline's isolation from the RNN, rewards, the parallel-text path and the CLI."""
 import json
-import os
 
 import pytest
 import torch

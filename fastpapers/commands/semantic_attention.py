@@ -131,7 +131,8 @@ def run_eval(args):
     for k, v in scores.items():
         print(f"{k:>16}: {v:.4f}")
     if args.out:
-        print(f"wrote {R.scores_json(scores, args.out)}")
+        from ..train.checkpoint import atomic_save_json
+        print(f"wrote {atomic_save_json(scores, args.out)}")
 
 
 def run_predict(args):

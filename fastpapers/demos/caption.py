@@ -14,7 +14,7 @@ WEIGHTS = "semantic_attention"
 def run_shipped(out_dir, *, device, seed):
     from .. import weights
     loaded = weights.load(WEIGHTS, device=device)
-    m = weights.manifest()["papers"][WEIGHTS]["metrics"]
+    m = weights.entry(WEIGHTS)["metrics"]
     print(f"   loaded the shipped model ({weights.path(WEIGHTS)}): held-out BLEU-4 {m['BLEU-4']:.3f}, "
           f"CIDEr {m['CIDEr']:.3f}, detector precision {m['detector_precision']:.2f}")
     return _show(loaded.nets["captioner"], loaded.artefacts["vocab"], loaded.artefacts["image_size"], out_dir,

@@ -17,7 +17,7 @@ MIN_SCORE = 0.25
 def run_shipped(out_dir, *, device, seed):
     from .. import weights
     loaded = weights.load(WEIGHTS, device=device)
-    m = weights.manifest()["papers"][WEIGHTS]["metrics"]
+    m = weights.entry(WEIGHTS)["metrics"]
     print(f"   loaded the shipped model ({weights.path(WEIGHTS)}): held-out mAP {m['map']:.3f} "
           f"({m['language']}), detection mAP {m['det_map']:.3f}")
     return _draw(loaded.nets["densecap"], out_dir, device=device, seed=seed)

@@ -12,7 +12,7 @@ def run_shipped(out_dir, *, device, seed):
     from .. import weights
     from ..recipes import gran
     weights.verify(WEIGHTS)
-    entry = weights.manifest()["papers"][WEIGHTS]
+    entry = weights.entry(WEIGHTS)
     p = entry["metrics"]["parzen"]
     print(f"   loaded the shipped model ({weights.path(WEIGHTS)}, {entry['settings']['steps']} training steps): "
           f"Parzen log-likelihood {p['log_likelihood']:.1f} ± {p['std_error']:.1f} nats on held-out digits")

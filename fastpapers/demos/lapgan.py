@@ -17,7 +17,7 @@ WEIGHTS = "lapgan"
 def run_shipped(out_dir, *, device, seed):
     from .. import weights
     loaded = weights.load(WEIGHTS, device=device)
-    entry = weights.manifest()["papers"][WEIGHTS]
+    entry = weights.entry(WEIGHTS)
     m = entry["metrics"]
     print(f"   loaded the shipped model ({weights.path(WEIGHTS)}, {entry['settings']['steps']} training steps): "
           f"Parzen log-likelihood {m['log_likelihood']:.1f} ± {m['std_error']:.1f} nats on held-out digits")

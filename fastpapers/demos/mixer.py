@@ -16,7 +16,7 @@ WEIGHTS = "mixer"
 def run_shipped(out_dir, *, device, seed):
     from .. import weights
     loaded = weights.load(WEIGHTS, device=device)
-    entry = weights.manifest()["papers"][WEIGHTS]
+    entry = weights.entry(WEIGHTS)
     m = entry["metrics"]
     print(f"   loaded the shipped model ({weights.path(WEIGHTS)}): held-out BLEU-4 greedy {m['greedy']['bleu4']:.1f}, "
           f"beam-5 {m['beam5']['bleu4']:.1f}")

@@ -9,7 +9,7 @@ is present, otherwise the token-F1 variant, named in the result) and the detecti
 existed (``config.json`` + checkpoint) still load.
 """
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar, Dict, Optional
 
 import torch
@@ -156,20 +156,6 @@ def train(cfg: Config, out: str, *, resume: bool = False, device="cpu", progress
     return run
 
 
-def _legacy_config(folder: str) -> dict:
-    """The settings of a folder written before run.json existed (its ``config.json``)."""
-    legacy = read_json_file(os.path.join(folder, "config.json"), what="DenseCap config file")
-    if not isinstance(legacy, dict):
-        raise ValueError(f"{os.path.join(folder, 'config.json')} is not a DenseCap config (expected an object)")
-    return _known(legacy)
-
-
-def _known(settings: dict) -> dict:
-    """The settings an older-format config.json shares with :class:`Config`."""
-    keep = {f.name for f in fields(Config)}
-    return {k: v for k, v in settings.items() if k in keep}
-
-
 def load(run, device="cpu") -> Loaded:
     """A trained DenseCap (``nets["densecap"]``, eval mode) and its Config from a run folder,
     a file in it, or a Run."""
@@ -182,12 +168,11 @@ def load(run, device="cpu") -> Loaded:
     found = None
     if os.path.isfile(os.path.join(folder, RUN_FILE)):
         found = find_run(folder, PAPER)
-        meta = read_json_file(found.file(RUN_FILE), what="run.json")
-        # A folder converted from the older format (convert_legacy) holds config.json's keys.
-        cfg = Config.from_dict(_known(found.config), source=found.file(RUN_FILE)) if meta.get("converted_from") \
-            else stored_config(found, Config)
+        cfg = stored_config(found, Config)
     elif os.path.isfile(os.path.join(folder, "config.json")):
-        cfg = Config.from_dict(_legacy_config(folder), source=os.path.join(folder, "config.json"))
+        # A folder written before run.json existed: its config.json keys are all Config fields.
+        legacy = os.path.join(folder, "config.json")
+        cfg = Config.from_dict(read_json_file(legacy, what="DenseCap config file"), source=legacy)
     else:
         raise ValueError(f"--out {out} holds no DenseCap run: run `fastpapers densecap train --out {out}` first")
     vocab = Vocabulary.load(os.path.join(folder, "vocab.json")) if cfg.data == "vg" else shapes_vocabulary()

@@ -372,10 +372,3 @@ def results_table(rows) -> str:
         lines.append(f"| {name} | " + " | ".join(
             ("–" if k not in s else f"{s[k]:.0f}" if k == "train_s" else f"{s[k]:.3f}") for k in keys) + " |")
     return "\n".join(lines) + "\n"
-
-
-def scores_json(scores: Dict[str, float], path: str) -> str:
-    """Write ``scores`` as JSON to ``path`` (atomic)."""
-    from ..train.checkpoint import atomic_save_json
-    return atomic_save_json(scores, path)
-

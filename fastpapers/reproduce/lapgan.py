@@ -46,7 +46,7 @@ def train(config, run_dir, *, device="cpu", progress=False, resume=False):
     """One variant for ``config["cpu_seconds"]`` CPU seconds in ``run_dir``; returns run_dir."""
     from torch.utils.data import TensorDataset
 
-    from ..models.lapgan import LAPGAN, gan_optimizers, gan_step_fn, lapgan_optimizers, lapgan_step_fn, matched_gan
+    from ..models.lapgan import gan_optimizers, gan_step_fn, lapgan_optimizers, lapgan_step_fn, matched_gan
     from ..recipes import lapgan as R
     from ..recipes._common import open_run
     from ..train import seed_everything

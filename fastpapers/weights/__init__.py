@@ -17,7 +17,7 @@ from typing import Dict, List
 ROOT = os.path.dirname(os.path.abspath(__file__))
 MANIFEST = os.path.join(ROOT, "manifest.json")
 
-__all__ = ["ROOT", "MANIFEST", "WeightsError", "manifest", "papers", "path", "verify", "load"]
+__all__ = ["ROOT", "MANIFEST", "WeightsError", "manifest", "papers", "entry", "path", "verify", "load"]
 
 
 class WeightsError(ValueError):
@@ -40,10 +40,17 @@ def papers() -> List[str]:
     return sorted(manifest()["papers"])
 
 
+def entry(paper: str) -> Dict:
+    """``paper``'s manifest entry: command, commit, seed, settings, metrics, files."""
+    shipped = manifest()["papers"]
+    if paper not in shipped:
+        raise WeightsError(f"no shipped weights for {paper!r}; shipped: {sorted(shipped)}")
+    return shipped[paper]
+
+
 def path(paper: str, root: str = ROOT) -> str:
     """The shipped run folder of ``paper``."""
-    if paper not in manifest()["papers"]:
-        raise WeightsError(f"no shipped weights for {paper!r}; shipped: {papers()}")
+    entry(paper)
     return os.path.join(root, paper)
 
 
@@ -51,7 +58,7 @@ def verify(paper: str, root: str = ROOT) -> str:
     """Check every file of ``paper``'s shipped folder against the manifest's SHA-256; returns the folder."""
     from ..train.checkpoint import sha256_file
     folder = path(paper, root)
-    for name, digest in manifest()["papers"][paper]["files"].items():
+    for name, digest in entry(paper)["files"].items():
         f = os.path.join(folder, name)
         if not os.path.isfile(f):
             raise WeightsError(f"shipped weights file {f} is missing (reinstall fastpapers)")
